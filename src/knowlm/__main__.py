@@ -1,0 +1,3 @@
+from knowlm.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `knowlm` command line: thin modules that parse flags, call the library and print."""

@@ -1,0 +1,74 @@
+"""Entry point of the `knowlm` command.
+
+Each module in ``COMMAND_MODULES`` defines ``register(app)`` which adds its command or
+command group. Errors the user can fix (:class:`KnowlmError`) become one line on stderr and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from knowlm.errors import KnowlmError
+
+COMMAND_MODULES = [
+    "knowlm.cli.demo",
+    "knowlm.cli.data",
+    "knowlm.cli.kg2instruct",
+    "knowlm.cli.train",
+    "knowlm.cli.weights",
+    "knowlm.cli.generate",
+    "knowlm.cli.extract",
+    "knowlm.cli.eval",
+    "knowlm.cli.convert",
+    "knowlm.cli.serve",
+    "knowlm.cli.webui",
+    "knowlm.cli.edit",
+    "knowlm.cli.instruct",
+    "knowlm.cli.bench",
+]
+
+app = typer.Typer(
+    name="knowlm",
+    help="Knowledgeable LLMs: prepare corpora, train, extract entities/relations/events, edit and serve.\n\n"
+    "Example: knowlm demo --workdir demo-work",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Knowledgeable LLMs for knowledge extraction."""
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:  # pragma: no cover - only while a group is being built
+            continue
+        importlib.import_module(name).register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(args=argv, prog_name="knowlm")
+    except KnowlmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
