@@ -1,0 +1,115 @@
+"""Prompt templates: one registry shared by training and inference.
+
+The template that trained a model is saved in its ``knowlm.json`` and found again at
+inference time, so a model is always prompted the way it was tuned. A template turns an
+instruction (plus optional input, system prompt and history) into the text the model
+continues; training appends ``output + eos`` to exactly that text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from knowlm.errors import KnowlmError
+
+Turn = tuple[str, str]  # (user message, assistant answer)
+
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+ALPACA_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ONEKE_SYSTEM = "You are a helpful assistant. 你是一个乐于助人的助手。"
+
+
+def _user_text(instruction: str, input: str) -> str:
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
+def _alpaca(instruction: str, input: str, system: str | None, history: Sequence[Turn]) -> str:
+    past = "".join(_alpaca_turn(q, "") + a + "\n\n" for q, a in history)
+    return past + _alpaca_turn(instruction, input, system)
+
+
+def _alpaca_turn(instruction: str, input: str, system: str | None = None) -> str:
+    body = ALPACA_WITH_INPUT.format(instruction=instruction, input=input) if input else ALPACA_NO_INPUT.format(
+        instruction=instruction
+    )
+    return f"{system}\n\n{body}" if system else body
+
+
+def _llama2(instruction: str, input: str, system: str | None, history: Sequence[Turn]) -> str:
+    sys_block = f"<<SYS>>\n{system}\n<</SYS>>\n\n" if system else ""
+    parts: list[str] = []
+    turns = [*history, (_user_text(instruction, input), None)]
+    for index, (user, answer) in enumerate(turns):
+        prefix = sys_block if index == 0 else ""
+        parts.append(f"[INST] {prefix}{user} [/INST]")
+        if answer is not None:
+            # Earlier turns end with </s><s>, written as text: the tokenizer maps them to EOS/BOS.
+            parts.append(f" {answer} </s><s>")
+    return "".join(parts)
+
+
+def _chatml(instruction: str, input: str, system: str | None, history: Sequence[Turn]) -> str:
+    text = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    for user, answer in history:
+        text += f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
+    return text + f"<|im_start|>user\n{_user_text(instruction, input)}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _raw(instruction: str, input: str, system: str | None, history: Sequence[Turn]) -> str:
+    past = "".join(f"{q}\n{a}\n" for q, a in history)
+    head = f"{system}\n" if system else ""
+    return head + past + (f"{instruction}\n{input}" if input else instruction)
+
+
+@dataclass(frozen=True)
+class Template:
+    """How one family of models is prompted."""
+
+    name: str
+    build: Callable[[str, str, str | None, Sequence[Turn]], str]
+    default_system: str | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)  # text that ends an answer besides EOS
+    description: str = ""
+
+    def render(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
+        system = self.default_system if system is None else system
+        return self.build(instruction, input or "", system or None, [tuple(t) for t in history])
+
+
+TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in [
+        Template("alpaca", _alpaca, stop=("### Instruction:",), description="KnowLM/ZhiXi and alpaca-lora: ### Response: split"),
+        Template("llama2", _llama2, default_system=ONEKE_SYSTEM, stop=("[INST]",), description="LLaMA-2 chat / OneKE"),
+        Template("chatml", _chatml, default_system="You are a helpful assistant.", stop=("<|im_end|>",), description="ChatML"),
+        Template("raw", _raw, description="plain completion for base models"),
+    ]
+}
+
+
+def get(name: str) -> Template:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise KnowlmError(f"unknown prompt template {name!r}; choose one of: {', '.join(TEMPLATES)}") from None
+
+
+def render(template: str, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
+    """The prompt up to where the model's answer starts."""
+    return get(template).render(instruction, input, system, history)
+
+
+def render_training_example(
+    template: str, instruction: str, input: str, output: str, system: str | None = None, history: Sequence[Turn] = ()
+) -> tuple[str, str]:
+    """(prompt, answer) for SFT: the prompt is exactly what :func:`render` gives at inference."""
+    return render(template, instruction, input, system, history), output
