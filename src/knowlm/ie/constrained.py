@@ -1,0 +1,158 @@
+"""Schema-constrained decoding: the model can only write the answer object we asked for.
+
+For each schema batch we build a JSON Schema whose properties are exactly the schema items in
+order (all required, nothing else allowed) with the right value shape per task, bounded in
+string length and array size so even a random model reaches the closing brace. xgrammar
+compiles it against the tokenizer (cached per tokenizer and schema) and a logits processor
+masks every token that would leave the grammar, one matcher per batch row, so a batch may mix
+schemas.
+
+This is the only module of ``knowlm.ie`` that imports torch/xgrammar, and only when called.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from knowlm.errors import KnowlmError
+from knowlm.ie.schema import make_schema
+
+SEPARATORS = (", ", ": ")  # json.dumps defaults: what gold_output writes and models are tuned on
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Limits that make every constrained answer finite."""
+
+    max_items: int = 8  # per schema item
+    max_chars: int = 48  # per span
+    max_args: int = 1  # EE: values per role are strings (one span)
+
+
+def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
+    """The JSON Schema of the answer to one prompt (one schema batch)."""
+    schema = make_schema(task, schema)
+    span = {"type": "string", "minLength": 1, "maxLength": bounds.max_chars}
+    props: dict[str, Any] = {}
+    for item in schema.items:
+        if schema.task == "ner":
+            value: dict = {"type": "array", "items": span, "maxItems": bounds.max_items}
+            props[item] = value
+        elif schema.task == "re":
+            pair = {
+                "type": "object",
+                "properties": {"subject": span, "object": span},
+                "required": ["subject", "object"],
+                "additionalProperties": False,
+            }
+            props[item] = {"type": "array", "items": pair, "maxItems": bounds.max_items}
+        else:
+            args = {
+                "type": "object",
+                "properties": {role: span for role in item.roles},
+                "required": list(item.roles),
+                "additionalProperties": False,
+            }
+            event = {
+                "type": "object",
+                "properties": {"trigger": span, "arguments": args},
+                "required": ["trigger", "arguments"],
+                "additionalProperties": False,
+            }
+            props[item.name] = {"type": "array", "items": event, "maxItems": bounds.max_items}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def _vocab_size(model, tokenizer) -> int:
+    config = getattr(model, "config", None)
+    size = getattr(config, "vocab_size", None) if config is not None else None
+    return int(size or len(tokenizer))
+
+
+class GrammarCache:
+    """Compiled grammars per (tokenizer, schema): compiling is cheap, but a run asks the same
+    few schema batches for thousands of texts."""
+
+    def __init__(self) -> None:
+        self._compilers: dict[tuple[int, int], Any] = {}
+        self._grammars: dict[tuple[int, int, str], Any] = {}
+
+    def compiler(self, tokenizer, vocab_size: int):
+        key = (id(tokenizer), vocab_size)
+        if key not in self._compilers:
+            try:
+                import xgrammar as xgr
+            except ImportError:
+                raise KnowlmError(
+                    "--constrained needs xgrammar: pip install --no-deps xgrammar==0.2.8 apache-tvm-ffi"
+                ) from None
+            info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+            self._compilers[key] = (xgr.GrammarCompiler(info, max_threads=2), tokenizer)
+        return self._compilers[key][0]
+
+    def grammar(self, tokenizer, vocab_size: int, json_schema_obj: dict):
+        text = json.dumps(json_schema_obj, ensure_ascii=False, sort_keys=False)
+        key = (id(tokenizer), vocab_size, text)
+        if key not in self._grammars:
+            compiler = self.compiler(tokenizer, vocab_size)
+            self._grammars[key] = compiler.compile_json_schema(
+                text, any_whitespace=False, separators=SEPARATORS, strict_mode=True
+            )
+        return self._grammars[key]
+
+    def __len__(self) -> int:
+        return len(self._grammars)
+
+
+CACHE = GrammarCache()
+
+
+def make_processor(compiled: Sequence[Any]):
+    """A transformers logits processor masking each row of a batch with its own grammar."""
+    import torch
+    import transformers
+    import xgrammar as xgr
+
+    class GrammarLogitsProcessor(transformers.LogitsProcessor):
+        """Single use: a new one per ``generate`` call (matchers keep their state)."""
+
+        def __init__(self, grammars: Sequence[Any]):
+            self.matchers = [xgr.GrammarMatcher(g) for g in grammars]
+            self.vocab_size = grammars[0].tokenizer_info.vocab_size
+            self.bitmask = xgr.allocate_token_bitmask(len(grammars), self.vocab_size)
+            self.started = False
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if input_ids.shape[0] != len(self.matchers):
+                raise RuntimeError(f"grammar processor built for {len(self.matchers)} rows, got {input_ids.shape[0]}")
+            if self.started:
+                last = input_ids[:, -1].tolist()
+                for matcher, token in zip(self.matchers, last):
+                    if not matcher.is_terminated():
+                        matcher.accept_token(token)
+            self.started = True
+            for row, matcher in enumerate(self.matchers):
+                if not matcher.is_terminated():
+                    matcher.fill_next_token_bitmask(self.bitmask, row)
+            if scores.device.type == "cpu":
+                xgr.apply_token_bitmask_inplace(scores, self.bitmask)
+                return scores
+            xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
+            return scores
+
+    return GrammarLogitsProcessor(compiled)
+
+
+def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE):
+    """A ``Generator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
+    batch of prompt ``i``."""
+    tokenizer = generator.tokenizer
+    vocab = _vocab_size(getattr(generator, "model", None), tokenizer)
+    grammars = [cache.grammar(tokenizer, vocab, json_schema(task, s, bounds)) for s in row_schemas]
+
+    def factory(indices: Sequence[int]) -> list:
+        return [make_processor([grammars[i] for i in indices])]
+
+    return factory

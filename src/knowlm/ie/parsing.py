@@ -1,0 +1,557 @@
+"""Model output -> IE record fragment, for any output a model may produce.
+
+Real models echo the prompt, chat before and after the answer, repeat the JSON, stop in the
+middle of it, use Chinese punctuation, answer ``head/tail`` instead of ``subject/object`` or
+invent types. :func:`parse_output` salvages what it can, notes every repair in
+``parse_notes`` and, when nothing usable is left, sets ``parse_error`` to one reason from
+:data:`ERRORS`. It never raises on model output.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import unicodedata
+from typing import Any
+
+from knowlm.ie.schema import EventType, Schema, make_schema
+
+ERRORS = ("empty", "no_json", "truncated", "not_an_object", "wrong_keys", "bad_values", "unknown_type", "no_tuples", "internal")
+NONE_WORDS = {"无", "没有", "无。", "none", "none.", "no", "n/a", "null", "[]", "{}", "nan", "空"}
+NAN_VALUES = {"nan", "none", "null", "", "无", "n/a", "-"}
+_ECHO_KEYS = {"instruction", "input", "schema"}
+_DECODER = json.JSONDecoder()
+_FENCE = re.compile(r"```(?:json|JSON)?")
+TASK_FIELD = {"ner": "entities", "re": "relations", "ee": "events"}
+
+
+def _norm(value: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+# ---------------------------------------------------------------- JSON location and repair
+
+
+def _is_echo(obj: Any) -> bool:
+    return isinstance(obj, dict) and len(_ECHO_KEYS & set(obj)) >= 2
+
+
+def _close_truncated(s: str) -> str | None:
+    """Close a JSON object cut off mid-way: end the open string, drop the dangling key or comma,
+    close the brackets. Tries the full text, then cuts back to each earlier comma."""
+    stack: list[str] = []
+    in_str = escape = False
+    cuts: list[tuple[int, list[str], bool]] = []  # (position, open brackets, in string) at each comma
+    for i, ch in enumerate(s):
+        if in_str:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]":
+            if stack:
+                stack.pop()
+        elif ch == ",":
+            cuts.append((i, list(stack), False))
+    attempts = [(len(s), stack, in_str)] + [(pos, st, False) for pos, st, _ in reversed(cuts)]
+    for end, open_brackets, open_string in attempts:
+        body = s[:end].rstrip()
+        if escape and end == len(s):
+            body = body[:-1]
+        if open_string and end == len(s):
+            body += '"'
+        body = body.rstrip().rstrip(",:").rstrip()
+        candidate = body + "".join(reversed(open_brackets))
+        try:
+            obj = json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return candidate
+    return None
+
+
+_ZH_PUNCT = [
+    (re.compile(r"[“”„‟＂]"), '"'),
+    (re.compile(r'(["\]\}])\s*，'), r"\1,"),
+    (re.compile(r"，\s*([\"\[\{])"), r",\1"),
+    (re.compile(r'"\s*：'), '":'),
+    (re.compile(r"："), ":"),
+    (re.compile(r"[｛]"), "{"),
+    (re.compile(r"[｝]"), "}"),
+    (re.compile(r"[［【]"), "["),
+    (re.compile(r"[］】]"), "]"),
+]
+
+
+def _fix_punctuation(s: str) -> str:
+    for pattern, repl in _ZH_PUNCT:
+        s = pattern.sub(repl, s)
+    return s
+
+
+def _python_literal(s: str) -> Any:
+    try:
+        value = ast.literal_eval(s)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, (dict, list)) else None
+
+
+def find_json(output: str) -> tuple[Any, list[str], str | None]:
+    """The answer object in ``output``: (object or None, notes, error reason)."""
+    notes: list[str] = []
+    text = _FENCE.sub("", output)
+    start = 0
+    found: list[tuple[Any, int, int]] = []
+    while True:
+        pos = min([p for p in (text.find("{", start), text.find("[", start)) if p >= 0], default=-1)
+        if pos < 0:
+            break
+        try:
+            obj, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            start = pos + 1
+            continue
+        if _is_echo(obj):
+            notes.append("prompt_echo")
+        elif isinstance(obj, (dict, list)) and (isinstance(obj, dict) or _list_of_answers(obj)):
+            found.append((obj, pos, end))
+        start = end
+        if len(found) >= 2:
+            break
+    if found:
+        obj, pos, end = found[0]
+        if text[:pos].strip() and "prompt_echo" not in notes:
+            notes.append("leading_text")
+        rest = text[end:].strip()
+        if len(found) > 1 and found[1][0] == obj:
+            notes.append("repeated_json")
+        elif rest:
+            notes.append("trailing_text")
+        return obj, notes, None
+    # Nothing decodes as is: repair from the first brace that is not inside an echo.
+    brace = _answer_start(text)
+    if brace < 0:
+        fixed = _fix_punctuation(text)
+        if "{" in fixed and fixed != text:
+            brace = _answer_start(fixed)
+            text = fixed
+            notes.append("repaired_punctuation")
+        if brace < 0:
+            return None, notes, "no_json"
+    tail = text[brace:]
+    if text[:brace].strip() and "prompt_echo" not in notes:
+        notes.append("leading_text")
+    for repair, note in ((lambda s: s, None), (_fix_punctuation, "repaired_punctuation")):
+        candidate = repair(tail)
+        try:
+            obj, end = _DECODER.raw_decode(candidate)
+            if note:
+                notes.append(note)
+            if candidate[end:].strip():
+                notes.append("trailing_text")
+            return obj, notes, None
+        except json.JSONDecodeError:
+            pass
+        literal = _python_literal(_balanced(candidate))
+        if literal is not None:
+            notes.append("python_literal")
+            return literal, notes, None
+        no_commas = re.sub(r",\s*([\]\}])", r"\1", candidate)
+        try:
+            obj, _ = _DECODER.raw_decode(no_commas)
+            notes.append("trailing_comma")
+            return obj, notes, None
+        except json.JSONDecodeError:
+            pass
+        closed = _close_truncated(no_commas)
+        if closed is not None:
+            notes.append("repaired_truncated")
+            if note:
+                notes.append(note)
+            return json.loads(closed), notes, None
+    return None, notes, "truncated"
+
+
+def _answer_start(text: str) -> int:
+    """Index of the first ``{`` that starts something other than a prompt echo."""
+    pos = text.find("{")
+    while pos >= 0:
+        head = text[pos : pos + 40]
+        if not re.match(r'\{\s*"(instruction|schema|input)"', head):
+            return pos
+        nxt = text.find("{", pos + 1)
+        pos = nxt
+    return -1
+
+
+def _balanced(s: str) -> str:
+    """Prefix of ``s`` up to the bracket that closes the first one (for literal_eval)."""
+    depth = 0
+    quote = None
+    for i, ch in enumerate(s):
+        if quote:
+            if ch == quote and s[i - 1] != "\\":
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return s[: i + 1]
+    return s
+
+
+def _list_of_answers(obj: list) -> bool:
+    return bool(obj) and all(isinstance(x, dict) for x in obj)
+
+
+# ---------------------------------------------------------------- JSON answer -> items
+
+
+def _texts(value: Any, notes: list[str]) -> list[str]:
+    """A schema value as a list of strings: accepts a string, a list, NAN, dicts with a text field."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        notes.append("bad_value")
+        return []
+    out = []
+    for item in value:
+        if isinstance(item, dict):
+            item = item.get("text", item.get("entity", item.get("name", item.get("mention"))))
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            item = str(item)
+        if not isinstance(item, str):
+            notes.append("bad_value")
+            continue
+        item = item.strip()
+        if item.lower() in NAN_VALUES:
+            continue
+        out.append(item)
+    return out
+
+
+def _match_keys(obj: dict, names: list[str], notes: list[str]) -> dict[str, Any] | None:
+    """Map the answer's keys onto schema names (exact, then normalised). None: no key matched."""
+    by_norm = {_norm(n): n for n in names}
+    mapped: dict[str, Any] = {}
+    unknown = 0
+    for key, value in obj.items():
+        name = key if key in names else by_norm.get(_norm(str(key)))
+        if name is None:
+            unknown += 1
+            continue
+        mapped[name] = value
+    if unknown:
+        notes.append(f"unknown_keys:{unknown}")
+    if obj and not mapped:
+        return None
+    missing = sum(1 for n in names if n not in mapped)
+    if missing and mapped:
+        notes.append(f"missing_keys:{missing}")
+    return mapped
+
+
+def _pair(item: Any, fields_seen: set[str]) -> tuple[str, str] | None:
+    if isinstance(item, dict):
+        for a, b in (("subject", "object"), ("head", "tail"), ("sub", "obj"), ("头实体", "尾实体"), ("主体", "客体")):
+            if a in item and b in item:
+                fields_seen.add(f"{a}/{b}")
+                h, t = item[a], item[b]
+                break
+        else:
+            return None
+    elif isinstance(item, (list, tuple)) and len(item) in (2, 3):
+        h, t = item[0], item[-1]
+        fields_seen.add("list")
+    else:
+        return None
+    if isinstance(h, (list, tuple)) and len(h) == 1:
+        h = h[0]
+    if isinstance(t, (list, tuple)) and len(t) == 1:
+        t = t[0]
+    if not isinstance(h, str) or not isinstance(t, str) or not h.strip() or not t.strip():
+        return None
+    if h.strip().lower() in NAN_VALUES or t.strip().lower() in NAN_VALUES:
+        return None
+    return h.strip(), t.strip()
+
+
+def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], str | None]:
+    names = schema.names()
+    if isinstance(obj, list):  # a flat list of items instead of an object keyed by schema
+        obj = _regroup_list(obj, schema)
+        if obj is None:
+            return [], "not_an_object"
+        notes.append("flat_list")
+    if not isinstance(obj, dict):
+        return [], "not_an_object"
+    mapped = _match_keys(obj, names, notes)
+    if mapped is None:
+        return [], "wrong_keys"
+    items: list[dict] = []
+    bad = 0
+    if schema.task == "ner":
+        for name in names:
+            for text in _texts(mapped.get(name), notes):
+                items.append({"text": text, "type": name})
+    elif schema.task == "re":
+        fields_seen: set[str] = set()
+        for name in names:
+            value = mapped.get(name)
+            if value is None or (isinstance(value, str) and value.strip().lower() in NAN_VALUES):
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                pair = _pair(item, fields_seen)
+                if pair is None:
+                    bad += 1
+                    continue
+                items.append({"head": pair[0], "relation": name, "tail": pair[1]})
+        notes.extend(f"fields:{f}" for f in sorted(fields_seen))
+    else:
+        for item in schema.items:
+            value = mapped.get(item.name)
+            if value is None or isinstance(value, str):
+                continue
+            for event in value if isinstance(value, list) else [value]:
+                parsed = _event(event, item, notes)
+                if parsed is None:
+                    bad += 1
+                    continue
+                items.append(parsed)
+    if bad:
+        notes.append(f"bad_items_dropped:{bad}")
+    if bad and not items and _only_bad(mapped):
+        return [], "bad_values"
+    return items, None
+
+
+def _only_bad(mapped: dict) -> bool:
+    """True when every non-empty value was unusable (so the answer is wrong, not empty)."""
+    return any(v not in (None, [], "") for v in mapped.values())
+
+
+def _event(event: Any, item: EventType, notes: list[str]) -> dict | None:
+    if not isinstance(event, dict):
+        return None
+    trigger = event.get("trigger", event.get("触发词"))
+    if isinstance(trigger, list) and trigger:
+        trigger = trigger[0]
+    if not isinstance(trigger, str) or trigger.strip().lower() in NAN_VALUES:
+        return None
+    raw_args = event.get("arguments", event.get("args", event.get("论元", {})))
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(raw_args, dict):
+        pairs = list(raw_args.items())
+    elif isinstance(raw_args, list):
+        for a in raw_args:
+            if isinstance(a, dict) and "role" in a:
+                pairs.append((a["role"], a.get("argument", a.get("text"))))
+    roles = set(item.roles)
+    arguments = []
+    for role, value in pairs:
+        if roles and role not in roles:
+            notes.append("unknown_role")
+            continue
+        for text in _texts(value, notes):
+            arguments.append({"text": text, "role": str(role)})
+    return {"trigger": trigger.strip(), "type": item.name, "arguments": arguments}
+
+
+def _regroup_list(items: list, schema: Schema) -> dict | None:
+    """``[{"text", "type"}]`` / ``[{"subject", "relation", "object"}]`` / ``[{"event_type", ...}]`` -> keyed object."""
+    grouped: dict[str, list] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        key = item.get("type") or item.get("relation") or item.get("predicate") or item.get("event_type") or item.get("label")
+        if not isinstance(key, str):
+            return None
+        grouped.setdefault(key, []).append(item)
+    return grouped
+
+
+# ---------------------------------------------------------------- free-text (KnowLM) style
+
+_TUPLE = re.compile(r"[\(（]([^()（）\n]*)[\)）]")
+_SEP = re.compile(r"\s*[,，]\s*")
+
+
+def _split_suffix(content: str, names: list[str]) -> tuple[str, str] | None:
+    """``"浙江大学,组织机构"`` -> ("浙江大学", "组织机构") when the suffix is a schema name."""
+    for name in sorted(names, key=len, reverse=True):
+        m = re.search(r"\s*[,，]\s*" + re.escape(name) + r"\s*$", content)
+        if m:
+            return content[: m.start()].strip(), name
+    return None
+
+
+def _split_middle(content: str, names: list[str]) -> tuple[str, str, str] | None:
+    for name in sorted(names, key=len, reverse=True):
+        m = re.search(r"\s*[,，]\s*" + re.escape(name) + r"\s*[,，]\s*", content)
+        if m:
+            return content[: m.start()].strip(), name, content[m.end() :].strip()
+    return None
+
+
+def _from_text(output: str, schema: Schema, notes: list[str]) -> tuple[list[dict], str | None]:
+    stripped = output.strip().strip("。.").strip()
+    if stripped.lower() in NONE_WORDS or stripped in NONE_WORDS:
+        return [], None
+    names = schema.names()
+    items: list[dict] = []
+    seen_tuples = unknown = 0
+    if schema.task == "ee":
+        for line in re.split(r"\n|\)\s*[;；]\s*\(", output):
+            m = re.search(r"[\(（](.*?)[,，]?\s*[\[【](.*)[\]】]\s*[\)）]", line)
+            if not m:
+                m2 = _TUPLE.search(line)
+                if not m2:
+                    continue
+                head, args_part = m2.group(1), ""
+            else:
+                head, args_part = m.group(1), m.group(2)
+            seen_tuples += 1
+            split = _split_suffix(head.rstrip(",， "), names)
+            if split is None:
+                unknown += 1
+                continue
+            trigger, etype = split
+            roles = list(schema.roles(etype))
+            arguments = []
+            for inner in _TUPLE.findall(args_part):
+                pair = _split_suffix(inner, roles) if roles else tuple(_SEP.split(inner, maxsplit=1))
+                if pair and len(pair) == 2 and pair[0] and pair[0].lower() not in NAN_VALUES:
+                    arguments.append({"text": pair[0], "role": pair[1]})
+            if trigger:
+                items.append({"trigger": trigger, "type": etype, "arguments": arguments})
+    else:
+        for content in _TUPLE.findall(output):
+            seen_tuples += 1
+            if schema.task == "ner":
+                split = _split_suffix(content, names)
+                if split is None or not split[0]:
+                    unknown += 1
+                    continue
+                items.append({"text": split[0], "type": split[1]})
+            else:
+                triple = _split_middle(content, names)
+                if triple is None or not triple[0] or not triple[2]:
+                    unknown += 1
+                    continue
+                items.append({"head": triple[0], "relation": triple[1], "tail": triple[2]})
+    if unknown:
+        notes.append(f"unknown_type_dropped:{unknown}")
+    if not seen_tuples:
+        return [], "no_tuples"
+    if not items and unknown:
+        return [], "unknown_type"
+    return items, None
+
+
+# ---------------------------------------------------------------- grounding in the text
+
+
+def _occurs(span: str, text: str, norm_text: str) -> bool:
+    return span in text or _norm(span) in norm_text
+
+
+def _ground(items: list[dict], task: str, text: str, notes: list[str], drop: bool) -> list[dict]:
+    """Drop spans not in ``text`` (hallucinations) and add offsets to entities."""
+    norm_text = _norm(text)
+    kept, dropped = [], 0
+    for item in items:
+        if task == "ner":
+            ok = _occurs(item["text"], text, norm_text)
+        elif task == "re":
+            ok = _occurs(item["head"], text, norm_text) and _occurs(item["tail"], text, norm_text)
+        else:
+            ok = _occurs(item["trigger"], text, norm_text)
+            if ok and drop:
+                args = [a for a in item["arguments"] if _occurs(a["text"], text, norm_text)]
+                dropped += len(item["arguments"]) - len(args)
+                item["arguments"] = args
+        if not ok and drop:
+            dropped += 1
+            continue
+        if task == "ner":
+            index = text.find(item["text"])
+            if index >= 0:
+                item["start"], item["end"] = index, index + len(item["text"])
+        kept.append(item)
+    if dropped:
+        notes.append(f"dropped_hallucinated:{dropped}")
+    return kept
+
+
+def _dedup(items: list[dict], task: str) -> list[dict]:
+    from knowlm.ie.records import dedup, entity_key, event_key, relation_key
+
+    return dedup(items, {"ner": entity_key, "re": relation_key, "ee": event_key}[task])
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def parse_output(
+    output: Any, task: str, schema: Any, style: str = "json", text: str | None = None, drop_hallucinated: bool = True
+) -> dict:
+    """An IE record fragment ``{"entities"|"relations"|"events": [...]}`` read from ``output``.
+
+    ``parse_notes`` lists repairs (``trailing_text``, ``repaired_truncated``, ``fields:head/tail``, …);
+    ``parse_error`` is set (and the list empty) when nothing usable was found. With ``text``,
+    spans that do not occur in it are dropped (unless ``drop_hallucinated=False``) and entities
+    get ``start``/``end``. Schema or task errors (the caller's) raise KnowlmError; model output never raises.
+    """
+    schema = make_schema(task, schema)
+    field = TASK_FIELD[schema.task]
+    notes: list[str] = []
+    try:
+        if not isinstance(output, str):
+            output = "" if output is None else str(output)
+        if not output.strip():
+            return {field: [], "parse_error": "empty", "parse_notes": notes}
+        if style == "json":
+            obj, notes, error = find_json(output)
+            if error is None:
+                items, error = _from_json(obj, schema, notes)
+            else:
+                items = []
+            if error in ("no_json",):  # a JSON-style model may still answer in tuples
+                text_items, text_error = _from_text(output, schema, [])
+                if text_error is None and text_items:
+                    items, error = text_items, None
+                    notes.append("free_text_answer")
+        else:
+            items, error = _from_text(output, schema, notes)
+            if error == "no_tuples":  # a tuple-style model may still answer in JSON
+                obj, json_notes, json_error = find_json(output)
+                if json_error is None:
+                    json_items, json_error = _from_json(obj, schema, json_notes)
+                    if json_error is None:
+                        items, error = json_items, None
+                        notes.extend(json_notes + ["json_answer"])
+        if error is not None:
+            return {field: [], "parse_error": error, "parse_notes": notes}
+        items = _dedup(items, schema.task)
+        if text is not None:
+            items = _ground(items, schema.task, text, notes, drop_hallucinated)
+        return {field: items, "parse_notes": notes}
+    except Exception as exc:  # noqa: BLE001 - the contract: model output never raises
+        return {field: [], "parse_error": "internal", "parse_notes": notes + [f"{type(exc).__name__}: {exc}"[:200]]}

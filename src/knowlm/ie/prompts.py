@@ -1,0 +1,213 @@
+"""The one prompt builder for extraction: training data, ``knowlm extract``, ``/extract`` and
+the demo all call it, so a model is always asked exactly the way it was taught.
+
+Two styles:
+
+* ``json`` — IEPile/OneKE: the instruction is a JSON object ``{"instruction", "schema", "input"}``
+  and the answer a JSON object keyed by every schema item in order (``[]`` when absent).
+* ``knowlm`` — the KnowLM/ZhiXi free-text style: the schema is listed in the instruction, the
+  text is the input, and the answer is one tuple per line: ``(实体,实体类型)``,
+  ``(头实体,关系,尾实体)``, ``(触发词,事件类型,[(论元,角色), ...])``.
+
+``build_prompt`` returns ``(instruction, input)``; wrap it with
+``knowlm.models.templates.render(template, instruction, input)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from knowlm.errors import KnowlmError
+from knowlm.ie.records import is_na
+from knowlm.ie.schema import EventType, Schema, make_schema
+
+STYLES = ("json", "knowlm")
+NAN = "NAN"
+NONE_ANSWER = {"zh": "无", "en": "None"}
+
+# IEPile's instructions (first wording of each) plus paraphrases for variety in training data.
+JSON_INSTRUCTIONS: dict[tuple[str, str], list[str]] = {
+    ("ner", "zh"): [
+        "你是专门进行实体抽取的专家。请从input中抽取出符合schema定义的实体，不存在的实体类型返回空列表。请按照JSON字符串的格式回答。",
+        "请从input中找出属于schema所列类型的实体，没有的类型返回空列表，以JSON字符串回答。",
+        "作为命名实体识别专家，请根据schema中的实体类型抽取input中的实体，不存在则返回空列表，答案用JSON字符串表示。",
+    ],
+    ("ner", "en"): [
+        "You are an expert in named entity recognition. Please extract entities that match the schema definition from the input. Return an empty list if the entity type does not exist. Please respond in the format of a JSON string.",
+        "Find the entities in the input that belong to the types listed in the schema; use an empty list for types that do not occur. Answer with a JSON string.",
+        "As a named entity recognition expert, extract the entities of each schema type from the input (an empty list when there are none) and reply in JSON.",
+    ],
+    ("re", "zh"): [
+        "你是专门进行关系抽取的专家。请从input中抽取出符合schema定义的关系三元组，不存在的关系返回空列表。请按照JSON字符串的格式回答。",
+        "请根据schema中的关系，从input中抽取主体和客体，不存在的关系返回空列表，以JSON字符串回答。",
+        "作为关系抽取专家，请找出input中符合schema定义的所有关系三元组，没有的关系返回空列表，答案用JSON字符串表示。",
+    ],
+    ("re", "en"): [
+        "You are an expert in relationship extraction. Please extract relationship triples that match the schema definition from the input. Return an empty list for relationships that do not exist. Please respond in the format of a JSON string.",
+        "Extract the subject and object of every relation in the schema that the input expresses; use an empty list for relations that do not occur. Answer with a JSON string.",
+        "As a relation extraction expert, find all relation triples in the input that fit the schema (an empty list when there are none) and reply in JSON.",
+    ],
+    ("ee", "zh"): [
+        "你是专门进行事件提取的专家。请从input中抽取出符合schema定义的事件，不存在的事件返回空列表，不存在的论元返回NAN，如果论元存在多值请返回列表。请按照JSON字符串的格式回答。",
+        "请根据schema中的事件类型和论元角色，从input中抽取事件及其触发词和论元，不存在的事件返回空列表，不存在的论元返回NAN，以JSON字符串回答。",
+        "作为事件抽取专家，请找出input中符合schema定义的事件，没有的事件返回空列表，缺失的论元用NAN表示，答案用JSON字符串表示。",
+    ],
+    ("ee", "en"): [
+        "You are an expert in event extraction. Please extract events from the input that conform to the schema definition. Return an empty list for events that do not exist, and return NAN for arguments that do not exist. If an argument has multiple values, please return a list. Respond in the format of a JSON string.",
+        "Extract the events of the schema's event types from the input, with their triggers and arguments; use an empty list for events that do not occur and NAN for missing arguments. Answer with a JSON string.",
+        "As an event extraction expert, find the events in the input that fit the schema (an empty list when there are none, NAN for missing arguments) and reply in JSON.",
+    ],
+}
+
+# KnowLM/ZhiXi free-text instructions; {schema} is the list of types/relations/events.
+KNOWLM_INSTRUCTIONS: dict[tuple[str, str], list[str]] = {
+    ("ner", "zh"): [
+        "已知候选的实体类型列表：{schema}，请你根据实体类型列表，从以下输入中抽取出可能存在的实体。请按照 (实体,实体类型) 的格式回答，每行一个。",
+        "请从下面的文本中找出属于以下类型的实体：{schema}。以 (实体,实体类型) 的格式回答，每行一个。",
+        "命名实体识别：实体类型为{schema}。请抽取文本中的实体，输出格式为 (实体,实体类型)，每行一个。",
+    ],
+    ("ner", "en"): [
+        "Given the candidate entity types {schema}, extract the entities in the following input that belong to these types. Answer in the format (entity,entity type), one per line.",
+        "Find the entities of the types {schema} in the text below. Reply with one (entity,entity type) per line.",
+        "Named entity recognition with types {schema}: list every entity in the input as (entity,entity type), one per line.",
+    ],
+    ("re", "zh"): [
+        "已知候选的关系列表：{schema}，请你根据关系列表，从以下输入中抽取出可能存在的头实体与尾实体，并给出对应的关系三元组。请按照 (头实体,关系,尾实体) 的格式回答，每行一个。",
+        "请从下面的文本中抽取关系三元组，关系限定为：{schema}。以 (头实体,关系,尾实体) 的格式回答，每行一个。",
+        "关系抽取：候选关系为{schema}。请输出文本中存在的三元组，格式为 (头实体,关系,尾实体)，每行一个。",
+    ],
+    ("re", "en"): [
+        "Given the candidate relations {schema}, extract the head and tail entities that may hold these relations in the following input and give the triples. Answer in the format (subject,relation,object), one per line.",
+        "Extract relation triples from the text below; the relation must be one of {schema}. Reply with one (subject,relation,object) per line.",
+        "Relation extraction with relations {schema}: list every triple in the input as (subject,relation,object), one per line.",
+    ],
+    ("ee", "zh"): [
+        "已知候选的事件类型及论元角色：{schema}，请你从以下输入中抽取事件。请按照 (触发词,事件类型,[(论元,角色), ...]) 的格式回答，每行一个事件。",
+        "请从下面的文本中抽取事件，事件类型和论元角色为：{schema}。以 (触发词,事件类型,[(论元,角色), ...]) 的格式回答，每行一个。",
+        "事件抽取：候选事件为{schema}。请输出文本中的事件，格式为 (触发词,事件类型,[(论元,角色), ...])，每行一个。",
+    ],
+    ("ee", "en"): [
+        "Given the candidate event types and argument roles {schema}, extract the events in the following input. Answer in the format (trigger,event type,[(argument,role), ...]), one event per line.",
+        "Extract events from the text below; event types and roles: {schema}. Reply with one (trigger,event type,[(argument,role), ...]) per line.",
+        "Event extraction with events {schema}: list each event in the input as (trigger,event type,[(argument,role), ...]), one per line.",
+    ],
+}
+
+DESCRIPTION_HEADER = {"zh": "类型说明：", "en": "Type descriptions: "}
+
+
+def check_style(style: str) -> str:
+    if style not in STYLES:
+        raise KnowlmError(f"unknown prompt style {style!r}; choose one of: {', '.join(STYLES)}")
+    return style
+
+
+def _lang(lang: str | None, text: str) -> str:
+    from knowlm.ie.records import detect_lang
+
+    if lang in ("zh", "en"):
+        return lang
+    return detect_lang(text)
+
+
+def _descriptions(schema: Schema, lang: str) -> str:
+    parts = [f"{name}: {schema.descriptions[name]}" for name in schema.names() if name in schema.descriptions]
+    return DESCRIPTION_HEADER[lang] + ("；" if lang == "zh" else "; ").join(parts) if parts else ""
+
+
+def _schema_listing(schema: Schema, lang: str) -> str:
+    if schema.task != "ee":
+        return json.dumps(schema.names(), ensure_ascii=False)
+    sep = "，" if lang == "zh" else ", "
+    return "; ".join(f"{e.name}({sep.join(e.roles)})" for e in schema.items)
+
+
+def build_prompt(
+    task: str, text: str, schema: Any, style: str = "json", lang: str | None = "zh", variant: int = 0
+) -> tuple[str, str]:
+    """``(instruction, input)`` asking for ``schema`` (one batch) in ``text``."""
+    schema = make_schema(task, schema)
+    style = check_style(style)
+    lang = _lang(lang, text)
+    desc = _descriptions(schema, lang)
+    if style == "json":
+        wordings = JSON_INSTRUCTIONS[(schema.task, lang)]
+        instruction = wordings[variant % len(wordings)] + (("\n" if lang == "en" else "") + desc if desc else "")
+        prompt: dict[str, Any] = {"instruction": instruction, "schema": schema.to_json()}
+        if schema.examples:
+            prompt["example"] = schema.examples
+        prompt["input"] = text
+        return json.dumps(prompt, ensure_ascii=False), ""
+    wordings = KNOWLM_INSTRUCTIONS[(schema.task, lang)]
+    instruction = wordings[variant % len(wordings)].format(schema=_schema_listing(schema, lang))
+    if desc:
+        instruction += "\n" + desc
+    for example in schema.examples:
+        instruction += f"\n{'例如' if lang == 'zh' else 'Example'}: {example.get('input', '')} -> {example.get('output', '')}"
+    return instruction, text
+
+
+def _group(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def gold_json(task: str, record: dict, schema: Any) -> dict:
+    """The answer object for ``record`` restricted to ``schema``: every item, in order, ``[]`` when absent."""
+    schema = make_schema(task, schema)
+    answer: dict[str, Any] = {}
+    if schema.task == "ner":
+        for name in schema.names():
+            answer[name] = _group([e["text"] for e in record.get("entities", []) if e.get("type") == name])
+    elif schema.task == "re":
+        for name in schema.names():
+            pairs = []
+            for r in record.get("relations", []):
+                if r.get("relation") == name and not is_na(name):
+                    pair = {"subject": r["head"], "object": r["tail"]}
+                    if pair not in pairs:
+                        pairs.append(pair)
+            answer[name] = pairs
+    else:
+        for item in schema.items:
+            events = []
+            for e in record.get("events", []):
+                if e.get("type") != item.name:
+                    continue
+                args: dict[str, Any] = {}
+                for role in item.roles:
+                    values = _group([a["text"] for a in e.get("arguments", []) if a.get("role") == role])
+                    args[role] = NAN if not values else values[0] if len(values) == 1 else values
+                event = {"trigger": e["trigger"], "arguments": args}
+                if event not in events:
+                    events.append(event)
+            answer[item.name] = events
+    return answer
+
+
+def gold_output(task: str, record: dict, schema: Any, style: str = "json", lang: str | None = None) -> str:
+    """The target answer text for a gold IE record, restricted to the schema batch."""
+    schema = make_schema(task, schema)
+    style = check_style(style)
+    answer = gold_json(task, record, schema)
+    if style == "json":
+        return json.dumps(answer, ensure_ascii=False)
+    lang = _lang(lang or record.get("lang"), record.get("text", ""))
+    lines: list[str] = []
+    for name, values in answer.items():
+        for value in values:
+            if schema.task == "ner":
+                lines.append(f"({value},{name})")
+            elif schema.task == "re":
+                lines.append(f"({value['subject']},{name},{value['object']})")
+            else:
+                pairs = []
+                for role, arg in value["arguments"].items():
+                    for text in arg if isinstance(arg, list) else [arg]:
+                        if text != NAN:
+                            pairs.append(f"({text},{role})")
+                lines.append(f"({value['trigger']},{name},[{','.join(pairs)}])")
+    return "\n".join(lines) if lines else NONE_ANSWER[lang]
+
+
+__all__ = ["build_prompt", "gold_output", "gold_json", "STYLES", "EventType"]

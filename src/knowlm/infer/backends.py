@@ -1,0 +1,184 @@
+"""What every serving backend shares: requests, streamed events, handles, errors.
+
+A backend (the batching Hugging Face engine or vLLM) takes a :class:`GenerationRequest`
+and returns a :class:`RequestHandle` at once; tokens arrive on the handle as
+:class:`Event` objects while the backend keeps batching other requests. The handle can be
+consumed from a plain thread (``for event in handle``) or from asyncio
+(``async for event in handle``), and cancelled when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterator, Protocol
+
+from knowlm.errors import KnowlmError
+from knowlm.infer.decoding import DecodingParams
+from knowlm.infer.engine import Generation
+
+
+class BackendError(KnowlmError):
+    """A request the backend refuses; ``status`` is the HTTP status the server answers with."""
+
+    status = 400
+
+
+class QueueFullError(BackendError):
+    status = 429
+
+
+class EngineStoppedError(BackendError):
+    status = 503
+
+
+class PromptTooLongError(BackendError):
+    status = 400
+
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    params: DecodingParams = field(default_factory=DecodingParams)
+    adapter: str | None = None  # LoRA adapter name; None = base model
+    processors: list | None = None  # HF-style logits processors for this one prompt (constrained decoding)
+    request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+
+
+@dataclass
+class Event:
+    """A piece of one request's output. The last event has ``finished=True`` (or ``error`` set)."""
+
+    text: str = ""  # new text since the previous event
+    num_tokens: int = 0  # generated tokens so far
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    prompt_tokens: int = 0
+    error: str | None = None
+    status: int = 500  # HTTP status to use when error is set
+
+
+class RequestHandle:
+    """The caller's side of one request: a stream of events, a result, and cancel().
+
+    Events are pushed by the backend thread; an asyncio consumer gets them through its own
+    event loop (``call_soon_threadsafe``), a thread consumer through a ``queue.Queue``.
+    """
+
+    def __init__(self, request: GenerationRequest, prompt_tokens: int, loop: asyncio.AbstractEventLoop | None = None):
+        self.request = request
+        self.prompt_tokens = prompt_tokens
+        self.cancelled = threading.Event()
+        self.done = threading.Event()
+        self._loop = loop
+        self._aqueue: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
+        self._queue: queue.Queue = queue.Queue()
+        self._text: list[str] = []
+        self.final: Event | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    def cancel(self) -> None:
+        """Stop generating for this request; the backend frees its slot at the next step."""
+        self.cancelled.set()
+
+    # -- producer side (backend thread) ------------------------------------------------------
+    def push(self, event: Event) -> None:
+        if self.done.is_set():
+            return
+        if event.text:
+            self._text.append(event.text)
+        if event.finished or event.error:
+            self.final = event
+            self.done.set()
+        if self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._aqueue.put_nowait, event)
+            except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+                self.cancel()
+        else:
+            self._queue.put(event)
+
+    # -- consumer side ------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Event]:
+        if self._loop is not None:
+            raise RuntimeError("this handle was created for asyncio; use 'async for'")
+        while True:
+            event = self._queue.get()
+            yield event
+            if event.finished or event.error:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        if self._aqueue is None:
+            raise RuntimeError("this handle was created without an event loop; iterate it synchronously")
+        while True:
+            event = await self._aqueue.get()
+            yield event
+            if event.finished or event.error:
+                return
+
+    def _result(self) -> Generation:
+        final = self.final
+        assert final is not None
+        if final.error:
+            error = BackendError(final.error)
+            error.status = final.status
+            raise error
+        return Generation(
+            text="".join(self._text),
+            num_tokens=final.num_tokens,
+            finish_reason=final.finish_reason or "stop",
+            prompt_tokens=self.prompt_tokens,
+        )
+
+    def result(self) -> Generation:
+        """Block until the request is finished (thread consumers)."""
+        for _ in self:
+            pass
+        return self._result()
+
+    async def aresult(self) -> Generation:
+        """Wait until the request is finished (asyncio consumers)."""
+        async for _ in self:
+            pass
+        return self._result()
+
+
+class Backend(Protocol):
+    """The interface the server, web UI and extraction adapter program against."""
+
+    tokenizer: Any
+    adapters: list[str]
+    max_context: int
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 30.0) -> None: ...
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stats(self) -> dict: ...
+
+
+def make_backend(kind: str, model: str, adapters: dict[str, str] | None = None, **options) -> Backend:
+    """Build the backend named ``kind`` ("hf" or "vllm") for ``model`` with named LoRA ``adapters``."""
+    if kind == "hf":
+        from knowlm.infer.batching import BatchingEngine
+
+        return BatchingEngine.from_pretrained(model, adapters=adapters, **options)
+    if kind == "vllm":
+        from knowlm.infer.vllm_backend import VllmEngine
+
+        return VllmEngine.from_pretrained(model, adapters=adapters, **options)
+    raise KnowlmError(f"unknown backend {kind!r}; choose hf or vllm")
