@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 
-.PHONY: setup setup-dev demo test test-all bench clean
+.PHONY: setup setup-dev system-deps demo test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,17 @@ setup: $(BIN)/python
 	$(PIP) install -q -e ".[serve,export,constrained]"
 	$(PIP) install -q --no-deps xgrammar==0.2.8
 
-setup-dev: setup
+setup-dev: setup system-deps
 	$(PIP) install -q -e ".[dev]"
+
+# Debian packages the tests use: a CJK font for report pictures, Chromium for the web UI test.
+# Installed only when missing and when we may (root with apt); the tests that need them say so otherwise.
+SYSTEM_PACKAGES := fonts-wqy-microhei chromium chromium-driver
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then echo "note: missing system packages:$$missing (some tests will skip)"; fi
 
 demo: setup
 	$(BIN)/knowlm demo --workdir demo-work

@@ -18,6 +18,7 @@ from knowlm.data.clean import dedup_key_text
 from knowlm.errors import KnowlmError
 
 MODES = ("exact", "minhash", "none")
+SCHEME = "affine32"  # datasketch 2.x default; signatures are uint32 values stored as uint64
 _SHINGLE_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 _PERMUTATIONS: dict[tuple[int, int], object] = {}
 
@@ -60,7 +61,7 @@ def minhash_signature(text: str, num_perm: int = 128, shingle: int = 3, seed: in
     key = (num_perm, seed)
     if key not in _PERMUTATIONS:
         _PERMUTATIONS[key] = MinHash(num_perm=num_perm, seed=seed).permutations
-    mh = MinHash(num_perm=num_perm, seed=seed, permutations=_PERMUTATIONS[key])
+    mh = MinHash(num_perm=num_perm, seed=seed, permutations=_PERMUTATIONS[key], scheme=SCHEME)
     mh.update_batch(list(_shingles(text, shingle)))
     return np.asarray(mh.hashvalues, dtype=np.uint64)
 
@@ -89,7 +90,7 @@ class Deduplicator:
             return False
         from datasketch import LeanMinHash
 
-        mh = LeanMinHash(seed=1, hashvalues=key)
+        mh = LeanMinHash(seed=1, hashvalues=key, scheme=SCHEME)
         if self._lsh.query(mh):
             return True
         self._lsh.insert(self._next, mh, check_duplication=False)
@@ -101,4 +102,7 @@ class Deduplicator:
         if self.config.mode == "exact":
             self._seen.add(int(key))
         elif self.config.mode == "minhash":
-            self.is_duplicate(np.asarray(key, dtype=np.uint64))
+            from datasketch import LeanMinHash
+
+            self._lsh.insert(self._next, LeanMinHash(seed=1, hashvalues=key, scheme=SCHEME), check_duplication=False)
+            self._next += 1

@@ -271,3 +271,63 @@ def concat_shards(prefixes: Sequence[str | os.PathLike], out_prefix: str | os.Pa
     finally:
         del datasets
     return {"sequences": total_seq, "documents": total_docs, "dtype": str(dtype)}
+
+
+def read_sidecar(prefix: str | os.PathLike) -> dict:
+    """``PREFIX.json`` written by ``knowlm data prepare`` (or ``{}`` when there is none)."""
+    import json
+
+    path = Path(f"{prefix}.json")
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+
+
+def merge(prefixes: Sequence[str | os.PathLike], out_prefix: str | os.PathLike) -> dict:
+    """Concatenate prepared datasets (documents kept whole, in the given order) into one.
+
+    They must share the token dtype and, when their sidecars say so, the tokenizer. The merged
+    sidecar sums the counts and lists its parts. Returns that sidecar.
+    """
+    import json
+
+    from knowlm.utils.atomic import atomic_write
+
+    if not prefixes:
+        raise KnowlmError("merge needs at least one dataset prefix")
+    for p in prefixes:
+        for path in (idx_path(p), bin_path(p)):
+            if not path.is_file():
+                raise KnowlmError(f"indexed dataset file not found: {path}")
+    sidecars = [read_sidecar(p) for p in prefixes]
+    vocab = {(s.get("tokenizer_class"), s.get("vocab_size"), s.get("bos_token_id"), s.get("eos_token_id")) for s in sidecars if s}
+    if len(vocab) > 1:
+        raise KnowlmError("cannot merge datasets made with different tokenizers: " + ", ".join(sorted({str(s.get("tokenizer")) for s in sidecars if s})))
+    if str(out_prefix) in {str(p) for p in prefixes}:
+        raise KnowlmError("the merged output must not overwrite one of its inputs")
+    result = concat_shards(prefixes, out_prefix)
+    first = next((s for s in sidecars if s), {})
+    seq_lens = {s.get("seq_len") for s in sidecars if s}
+    parts = []
+    tokens = 0
+    for p, s in zip(prefixes, sidecars):
+        ds = IndexedDataset(p)
+        parts.append({"prefix": str(p), "sequences": len(ds), "documents": ds.num_documents, "tokens": ds.num_tokens})
+        tokens += ds.num_tokens
+        del ds
+    seq_len = max((x for x in seq_lens if x), default=None)
+    summary = {
+        "format": first.get("format", "knowlm-indexed-dataset/1"),
+        "merged_from": parts,
+        **{k: first[k] for k in ("tokenizer", "tokenizer_class", "vocab_size", "bos_token_id", "eos_token_id") if k in first},
+        "dtype": result["dtype"],
+        "seq_len": seq_len,
+        "counts": {"sequences": result["sequences"], "dataset_documents": result["documents"], "tokens": tokens},
+        "packing_efficiency": round(tokens / (result["sequences"] * seq_len), 6) if seq_len and result["sequences"] else None,
+    }
+    with atomic_write(f"{out_prefix}.json") as handle:
+        json.dump(summary, handle, ensure_ascii=False, indent=2)
+    return summary

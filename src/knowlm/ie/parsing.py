@@ -38,11 +38,13 @@ def _is_echo(obj: Any) -> bool:
 
 
 def _close_truncated(s: str) -> str | None:
-    """Close a JSON object cut off mid-way: end the open string, drop the dangling key or comma,
-    close the brackets. Tries the full text, then cuts back to each earlier comma."""
+    """Close a JSON object cut off mid-way: drop the unfinished string (a half span is wrong, not
+    partial), the dangling key or comma, and close the brackets. Tries the full text, then cuts
+    back to each earlier comma."""
     stack: list[str] = []
     in_str = escape = False
-    cuts: list[tuple[int, list[str], bool]] = []  # (position, open brackets, in string) at each comma
+    str_start = 0
+    cuts: list[tuple[int, list[str]]] = []  # (position, open brackets) at each comma outside strings
     for i, ch in enumerate(s):
         if in_str:
             if escape:
@@ -53,22 +55,17 @@ def _close_truncated(s: str) -> str | None:
                 in_str = False
             continue
         if ch == '"':
-            in_str = True
+            in_str, str_start = True, i
         elif ch in "{[":
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]":
             if stack:
                 stack.pop()
         elif ch == ",":
-            cuts.append((i, list(stack), False))
-    attempts = [(len(s), stack, in_str)] + [(pos, st, False) for pos, st, _ in reversed(cuts)]
-    for end, open_brackets, open_string in attempts:
-        body = s[:end].rstrip()
-        if escape and end == len(s):
-            body = body[:-1]
-        if open_string and end == len(s):
-            body += '"'
-        body = body.rstrip().rstrip(",:").rstrip()
+            cuts.append((i, list(stack)))
+    end = str_start if in_str else len(s)
+    for end, open_brackets in [(end, stack)] + list(reversed(cuts)):
+        body = s[:end].rstrip().rstrip(",:").rstrip()
         candidate = body + "".join(reversed(open_brackets))
         try:
             obj = json.loads(candidate)
@@ -119,6 +116,8 @@ def find_json(output: str) -> tuple[Any, list[str], str | None]:
         try:
             obj, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError:
+            if text[pos] == "{" and not found and not re.match(r'\{\s*"(instruction|schema|input)"', text[pos : pos + 40]):
+                break  # the answer starts here but is broken: repair it below, do not dig into its insides
             start = pos + 1
             continue
         if _is_echo(obj):
@@ -138,12 +137,12 @@ def find_json(output: str) -> tuple[Any, list[str], str | None]:
         elif rest:
             notes.append("trailing_text")
         return obj, notes, None
-    # Nothing decodes as is: repair from the first brace that is not inside an echo.
-    brace = _answer_start(text)
+    # Nothing decodes as is: repair from the first brace after any echo.
+    brace = _answer_start(text, start)
     if brace < 0:
         fixed = _fix_punctuation(text)
         if "{" in fixed and fixed != text:
-            brace = _answer_start(fixed)
+            brace = _answer_start(fixed, start)
             text = fixed
             notes.append("repaired_punctuation")
         if brace < 0:
@@ -162,10 +161,6 @@ def find_json(output: str) -> tuple[Any, list[str], str | None]:
             return obj, notes, None
         except json.JSONDecodeError:
             pass
-        literal = _python_literal(_balanced(candidate))
-        if literal is not None:
-            notes.append("python_literal")
-            return literal, notes, None
         no_commas = re.sub(r",\s*([\]\}])", r"\1", candidate)
         try:
             obj, _ = _DECODER.raw_decode(no_commas)
@@ -173,6 +168,10 @@ def find_json(output: str) -> tuple[Any, list[str], str | None]:
             return obj, notes, None
         except json.JSONDecodeError:
             pass
+        literal = _python_literal(_balanced(candidate))
+        if literal is not None:
+            notes.append("python_literal")
+            return literal, notes, None
         closed = _close_truncated(no_commas)
         if closed is not None:
             notes.append("repaired_truncated")
@@ -182,9 +181,9 @@ def find_json(output: str) -> tuple[Any, list[str], str | None]:
     return None, notes, "truncated"
 
 
-def _answer_start(text: str) -> int:
-    """Index of the first ``{`` that starts something other than a prompt echo."""
-    pos = text.find("{")
+def _answer_start(text: str, start: int = 0) -> int:
+    """Index of the first ``{`` from ``start`` that starts something other than a prompt echo."""
+    pos = text.find("{", start)
     while pos >= 0:
         head = text[pos : pos + 40]
         if not re.match(r'\{\s*"(instruction|schema|input)"', head):

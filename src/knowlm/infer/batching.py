@@ -90,6 +90,7 @@ class BatchingEngine:
             tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
         self.pad_id = tokenizer.pad_token_id
         self.eos_ids = self._eos_ids()
+        self._byte_ids = _byte_token_ids(tokenizer)
         self.max_context = int(self.config.max_context or getattr(model.config, "max_position_embeddings", 2048))
         self._is_peft = hasattr(model, "disable_adapter") and hasattr(model, "set_adapter")
         self._peft_current: str | None = None
@@ -112,6 +113,8 @@ class BatchingEngine:
         self.max_rows_seen = 0
         self.generated_tokens = 0
         self.finished_requests = 0
+        self.cancelled_requests = 0
+        self.batch_log: deque[tuple[str | None, int]] = deque(maxlen=4096)  # (adapter, rows) of recent decode passes
         self._recent: deque[tuple[float, int]] = deque()
 
     # -- construction ---------------------------------------------------------------------
@@ -218,6 +221,7 @@ class BatchingEngine:
             "max_rows_seen": self.max_rows_seen,
             "generated_tokens": self.generated_tokens,
             "finished_requests": self.finished_requests,
+            "cancelled_requests": self.cancelled_requests,
             "tokens_per_second_10s": sum(recent) / 10.0,
         }
 
@@ -253,6 +257,7 @@ class BatchingEngine:
                 for item in [w for w in self._waiting if w[1].cancelled.is_set()]:
                     self._waiting.remove(item)
                     item[1].push(Event(finished=True, finish_reason="cancelled", prompt_tokens=len(item[2])))
+                    self.cancelled_requests += 1
             if not self._rows and self._waiting:
                 self._active_adapter = self._waiting[0][0].adapter
             while self._waiting and len(self._rows) + len(new) < self.config.max_batch_size:
@@ -347,7 +352,7 @@ class BatchingEngine:
             if reason is None and (len(row.generated) >= row.params.max_new_tokens or row.length + 1 >= self.max_context):
                 reason = "length"
             if reason is None:
-                safe = _hold_back(text, row.params.stop)
+                safe = _hold_back(self._stable_text(row.generated, text), row.params.stop)
                 if safe > row.emitted:
                     row.handle.push(Event(text=text[row.emitted : safe], num_tokens=len(row.generated), prompt_tokens=len(row.prompt_ids)))
                     row.emitted = safe
@@ -378,6 +383,20 @@ class BatchingEngine:
             row.length += 1
         self.decode_passes += 1
         self.batch_histogram[len(self._rows)] += 1
+        self.batch_log.append((self._active_adapter, len(self._rows)))
+
+    def _stable_text(self, generated: list[int], text: str) -> str:
+        """The part of ``text`` later tokens cannot change.
+
+        A run of byte-fallback tokens (``<0xE6>``...) decodes to one character when it is valid
+        UTF-8 and to one U+FFFD per byte when it is not, so a trailing run is not final yet.
+        """
+        start = len(generated)
+        while start > 0 and generated[start - 1] in self._byte_ids:
+            start -= 1
+        if start == len(generated):
+            return text
+        return self.tokenizer.decode(generated[:start], skip_special_tokens=True)
 
     def _choose_tokens(self) -> list[int]:
         """The next token of every row, each with its own decoding parameters."""
@@ -424,6 +443,7 @@ class BatchingEngine:
             Event(text=delta, num_tokens=len(row.generated), finished=True, finish_reason=reason, prompt_tokens=len(row.prompt_ids))
         )
         self.finished_requests += 1
+        self.cancelled_requests += reason == "cancelled"
 
     def _run_beam(self, request: GenerationRequest, handle: RequestHandle, ids: list[int]) -> None:
         """Beam search has no streaming and no batching here: one ``model.generate`` call."""
@@ -478,6 +498,15 @@ class BatchingEngine:
             waiting, self._waiting = list(self._waiting), deque()
         for _, handle, ids in waiting:
             handle.push(Event(error=message, status=503, prompt_tokens=len(ids)))
+
+
+def _byte_token_ids(tokenizer) -> frozenset[int]:
+    """Ids of SentencePiece byte-fallback pieces (``<0x0A>``): their text depends on their neighbours."""
+    import re
+
+    pattern = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+    vocab = tokenizer.get_vocab()
+    return frozenset(i for piece, i in vocab.items() if pattern.match(piece))
 
 
 # -- KV cache surgery ----------------------------------------------------------------------

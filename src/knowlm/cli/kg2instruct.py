@@ -1,0 +1,87 @@
+"""`knowlm kg2instruct`: IE instruction data from a corpus plus a knowledge graph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from knowlm.cli._common import console, parse_floats
+from knowlm.errors import KnowlmError
+
+
+def _load_rules(path: Path | None):
+    from knowlm.ie.kg2instruct import RelationRule
+
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return {name: RelationRule(**(spec or {})) for name, spec in raw.items()}
+    except (OSError, yaml.YAMLError, TypeError, AttributeError) as exc:
+        raise KnowlmError(f"cannot read rules {path}: {exc}") from None
+
+
+def kg2instruct(
+    corpus: List[Path] = typer.Option(..., help="Texts: JSONL with 'text' (optional 'id') or .txt, a document per line; repeatable."),
+    kg: List[Path] = typer.Option(..., help="Knowledge graph JSONL: entity lines {id,name,type,aliases} and triple lines {head,relation,tail}; repeatable."),
+    output: Path = typer.Option(..., help="Output directory: records.jsonl, train/dev/test.jsonl, stats.json, report.md, stats.png."),
+    lang: str = typer.Option("auto", help="zh, en, or auto (detected per document)."),
+    split_num: Optional[int] = typer.Option(None, help="Relation types per instruction (default 4)."),
+    schema: Optional[Path] = typer.Option(None, help="Relation schema JSON {relations: {name: {head_types, tail_types, description}}}: type constraints."),
+    relation_map: Optional[Path] = typer.Option(None, help="JSON {old relation: new relation or null}: rename, merge or drop relations."),
+    rules: Optional[Path] = typer.Option(None, help="YAML {relation: {drop, max_char_distance, min_confidence}}: per-relation filters."),
+    gold: Optional[Path] = typer.Option(None, help="Hand-annotated IE records (canonical entity names) to measure precision/recall of the labelling."),
+    neg_ratio: float = typer.Option(1.0, help="Negative relation types sampled per positive one in training instructions."),
+    style: str = typer.Option("json,knowlm", help="Instruction styles: json (IEPile/OneKE), knowlm (free text), or both."),
+    split: str = typer.Option("0.8,0.1,0.1", help="train,dev,test fractions (by document)."),
+    unit: str = typer.Option("sentence", help="sentence: triples within a sentence; document: across the whole document."),
+    min_confidence: float = typer.Option(0.0, help="Drop triples whose entity link is less confident than this."),
+    keep_empty: bool = typer.Option(False, help="Also keep sentences with two linked entities but no relation (negatives)."),
+    case_sensitive: bool = typer.Option(False, help="Match aliases with exact letter case."),
+    seed: int = typer.Option(0, help="Seed for splits and negative sampling."),
+) -> None:
+    """Build relation-extraction instructions by distant supervision (KG2Instruction).
+
+    Finds entity mentions, links them (resolving ambiguous aliases by document context), emits
+    the graph's relations between entities of one sentence, filters them with rules and writes
+    gold records plus instructions split by document.
+
+    Example: knowlm kg2instruct --corpus corpus.jsonl --kg kg.jsonl --schema kg_schema.json --output kg2i
+    """
+    from knowlm.ie.kg2instruct import KG2InstructConfig
+    from knowlm.ie.kg2instruct import kg2instruct as run
+
+    if lang not in ("auto", "zh", "en"):
+        raise KnowlmError("--lang must be auto, zh or en")
+    styles = tuple(s.strip() for s in style.split(",") if s.strip())
+    if not styles or any(s not in ("json", "knowlm") for s in styles):
+        raise KnowlmError("--style takes json, knowlm or json,knowlm")
+    ratios = parse_floats(split, "--split") or []
+    if len(ratios) != 3:
+        raise KnowlmError("--split takes three fractions, e.g. 0.8,0.1,0.1")
+    config = KG2InstructConfig(
+        lang=lang, unit=unit, ignore_case=not case_sensitive, min_confidence=min_confidence, rules=_load_rules(rules),
+        split_ratios=tuple(ratios), styles=styles, split_num=split_num, neg_ratio=neg_ratio, seed=seed, keep_empty=keep_empty,
+    )
+    stats = run(corpus, kg, output, config, schema_path=schema, relation_map_path=relation_map, gold_path=gold, progress=True)
+    link = stats["linking"]
+    summary = (
+        f"Labelled {stats['documents']} documents ({stats['sentences']} sentences): {stats['mentions']} mentions, "
+        f"{link['resolved']} ambiguous mentions resolved and {link['unresolved']} dropped; kept {stats['triples']} of "
+        f"{stats['candidate_triples']} candidate triples over {len(stats['triples_per_relation'])} relations "
+        f"(drops: {json.dumps(stats['dropped_by_rule'], ensure_ascii=False)}); wrote {stats['records']} records and "
+        f"{stats['instructions_per_split']} instructions to {output}."
+    )
+    if "quality" in stats:
+        q = stats["quality"]
+        summary += f" Against {q['documents']} gold documents: precision {q['precision']:.3f}, recall {q['recall']:.3f}."
+    console.print(summary)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("kg2instruct")(kg2instruct)

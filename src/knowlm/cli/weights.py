@@ -1,0 +1,179 @@
+"""`knowlm weights ...`: diff/recover, LoRA merge, Meta conversion, GGUF/MindSpore export, download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from knowlm.cli._common import console
+
+weights_app = typer.Typer(
+    help="Streaming weight tools: diff/recover, merge-lora, convert-meta, export-gguf, export-mindspore, download.\n\n"
+    "Example: knowlm weights recover --base llama-13b-hf --diff zhixi-13b-diff --output zhixi-13b",
+    no_args_is_help=True,
+)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+
+@weights_app.command("diff")
+def diff_cmd(
+    base: Path = typer.Option(..., "--base", "-b", help="Base model directory (e.g. LLaMA in HF layout)."),
+    target: Path = typer.Option(..., "--target", "-t", help="Fine-tuned model directory to publish as a diff."),
+    output: Path = typer.Option(..., "--output", "-o", help="Diff directory to write."),
+    dtype: Optional[str] = typer.Option(None, help="Store the diff as float16/bfloat16 (lossy, smaller); default: the target's dtype (bit-exact)."),
+    max_shard_size: str = typer.Option("5GB", help="Largest safetensors shard."),
+) -> None:
+    """Write TARGET - BASE tensor by tensor, with SHA-256 of every target tensor in knowlm.json.
+
+    Example: knowlm weights diff --base llama-13b-hf --target zhixi-13b --output zhixi-13b-diff
+    """
+    from knowlm.weights import make_diff
+
+    s = make_diff(base, target, output, dtype=dtype, max_shard_size=max_shard_size, progress=True)
+    exactness = (f"bit-exact ({s.fixups} elements stored as fixups)" if s.exact
+                 else f"lossy {dtype} (largest error {s.max_abs_error:.3g})")
+    console.print(f"Wrote the diff of {s.tensors} tensors to {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
+                  f"recovery will be {exactness} and verified against per-tensor SHA-256."
+                  + (f" Base tensors not in the target were ignored: {len(s.ignored_base_tensors)}." if s.ignored_base_tensors else ""))
+
+
+@weights_app.command("recover")
+def recover_cmd(
+    base: Path = typer.Option(..., "--base", "-b", help="Base model directory the diff was made from."),
+    diff: Path = typer.Option(..., "--diff", "-d", help="Diff directory (knowlm's, or KnowLM's original .bin diff)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Recovered model directory to write."),
+    expected_sum: Optional[float] = typer.Option(None, help="KnowLM's naive check for diffs without a manifest, e.g. 94052.2891 for ZhiXi-13B."),
+    sum_tolerance: float = typer.Option(1e-2, help="Absolute tolerance of --expected-sum."),
+    max_shard_size: str = typer.Option("5GB", help="Largest safetensors shard."),
+) -> None:
+    """Recover BASE + DIFF tensor by tensor and verify every tensor; nothing is written on failure.
+
+    Example: knowlm weights recover --base llama-13b-hf --diff zhixi-13b-diff --output zhixi-13b
+    """
+    from knowlm.weights import recover
+
+    s = recover(base, diff, output, expected_sum=expected_sum, sum_tolerance=sum_tolerance,
+                max_shard_size=max_shard_size, progress=True)
+    console.print(f"Recovered {s.tensors} tensors into {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
+                  f"verification: {s.verification}; sum of all weights {s.weight_sum:.4f}." if s.mode == "legacy" else
+                  f"Recovered {s.tensors} tensors into {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
+                  f"verification: {s.verification}.")
+
+
+@weights_app.command("merge-lora")
+def merge_lora_cmd(
+    base: Path = typer.Option(..., "--base", "-b", help="Base model directory (full precision)."),
+    adapter: Path = typer.Option(..., "--adapter", "-a", help="PEFT LoRA adapter directory."),
+    output: Path = typer.Option(..., "--output", "-o", help="Merged model directory to write."),
+    allow_noop: bool = typer.Option(False, "--allow-noop", help="Write even if some targeted tensors did not change."),
+    max_shard_size: str = typer.Option("5GB", help="Largest safetensors shard."),
+) -> None:
+    """Merge a LoRA adapter into its base, tensor by tensor, checking that every target changed.
+
+    Example: knowlm weights merge-lora --base llama-13b-hf --adapter zhixi-lora --output zhixi-merged
+    """
+    from knowlm.weights import merge_lora
+
+    s = merge_lora(base, adapter, output, allow_noop=allow_noop, max_shard_size=max_shard_size, progress=True)
+    console.print(f"Merged the adapter into {s.merged} tensors ({s.replaced} replaced from modules_to_save, {s.copied} copied) "
+                  f"and wrote {s.output} in {s.seconds:.1f}s; the largest change was {s.largest_change:.3g} in {s.largest_change_tensor}.")
+
+
+@weights_app.command("convert-meta")
+def convert_meta_cmd(
+    input: Path = typer.Option(..., "--input", "-i", help="Meta checkpoint directory (consolidated.*.pth + params.json)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Hugging Face model directory to write."),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer.model (default: in the input directory or its parent)."),
+    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: as stored)."),
+    max_position_embeddings: Optional[int] = typer.Option(None, help="Context length for config.json (default: params.json's max_seq_len, else 2048)."),
+    max_shard_size: str = typer.Option("5GB", help="Largest safetensors shard."),
+) -> None:
+    """Convert Meta's original LLaMA checkpoint to Hugging Face layout, one tensor at a time.
+
+    Example: knowlm weights convert-meta --input llama/13B --output llama-13b-hf
+    """
+    from knowlm.weights import convert_meta
+
+    s = convert_meta(input, output, tokenizer=tokenizer, dtype=dtype, max_position_embeddings=max_position_embeddings,
+                     max_shard_size=max_shard_size, progress=True)
+    console.print(f"Converted {s.shards} Meta shard(s) ({s.layers} layers, hidden {s.hidden_size}, ffn {s.intermediate_size}, "
+                  f"vocab {s.vocab_size}, {s.dtype}) into {s.tensors} Hugging Face tensors in {s.output} in {s.seconds:.1f}s.")
+
+
+@weights_app.command("export-gguf")
+def export_gguf_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Hugging Face LLaMA directory with tokenizer.model."),
+    output: Path = typer.Option(..., "--output", "-o", help="GGUF file to write."),
+    type: str = typer.Option("f16", "--type", help="f16, q8_0 or f32."),
+) -> None:
+    """Export a LLaMA model to GGUF for llama.cpp (tokenizer included).
+
+    Example: knowlm weights export-gguf --model zhixi-13b --output zhixi-13b-q8_0.gguf --type q8_0
+    """
+    from knowlm.weights import export_gguf
+
+    s = export_gguf(model, output, type=type, progress=True)
+    extra = f" ({s.quantized} quantised, {s.fallback_f16} kept f16)" if s.type == "q8_0" else ""
+    console.print(f"Wrote {s.tensors} tensors{extra} as {s.type} to {s.output} ({_gib(s.bytes)}) in {s.seconds:.1f}s; "
+                  f"run it with llama.cpp: llama-cli -m {s.output}")
+
+
+@weights_app.command("export-mindspore")
+def export_mindspore_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Hugging Face LLaMA directory."),
+    output: Path = typer.Option(..., "--output", "-o", help="MindSpore .ckpt file to write."),
+    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: as stored)."),
+) -> None:
+    """Export a LLaMA model to a MindSpore checkpoint with MindFormers' parameter names (Ascend).
+
+    Example: knowlm weights export-mindspore --model zhixi-13b --output zhixi-13b.ckpt
+    """
+    from knowlm.weights import export_mindspore
+
+    s = export_mindspore(model, output, dtype=dtype, progress=True)
+    console.print(f"Wrote {s.tensors} tensors to {s.output} ({_gib(s.bytes)}) in {s.seconds:.1f}s with MindFormers names "
+                  f"(e.g. model.tok_embeddings.embedding_weight); load it with mindspore.load_checkpoint.")
+
+
+@weights_app.command("download")
+def download_cmd(
+    repo_id: str = typer.Argument(..., help="Hub repository id, e.g. zjunlp/OneKE."),
+    output: Path = typer.Option(..., "--output", "-o", help="Local directory (re-running resumes)."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Glob of files to fetch (repeatable), e.g. '*.safetensors'."),
+    revision: Optional[str] = typer.Option(None, help="Branch, tag or commit."),
+    checksums: Optional[Path] = typer.Option(None, help="md5sum/sha256sum list to verify the files against."),
+    offline: bool = typer.Option(False, "--offline", help="Use only local files (also HF_HUB_OFFLINE=1)."),
+) -> None:
+    """Download a model snapshot from the Hugging Face hub and verify checksums.
+
+    Example: knowlm weights download zjunlp/OneKE --output OneKE --include '*.safetensors' --checksums md5.txt
+    """
+    from knowlm.weights import download
+
+    s = download(repo_id, output, include=include, revision=revision, checksums=checksums, offline=offline)
+    checked = f"{s['verified']} files matched their {s['checksum_algorithm']} checksums" if checksums else "no checksum list given"
+    console.print(f"Downloaded {s['files']} files ({_gib(s['bytes'])}) of {repo_id} into {s['output']} in {s['seconds']:.1f}s; {checked}.")
+
+
+@weights_app.command("verify")
+def verify_cmd(
+    directory: Path = typer.Argument(..., help="Directory holding the files."),
+    checksums: Path = typer.Option(..., "--checksums", "-c", help="md5sum/sha256sum list (HEX  filename per line)."),
+) -> None:
+    """Verify files against an MD5/SHA-256 list, naming the first file that does not match.
+
+    Example: knowlm weights verify zhixi-13b-diff --checksums md5.txt
+    """
+    from knowlm.weights import verify_checksums
+
+    r = verify_checksums(directory, checksums)
+    console.print(f"All {len(r.verified)} listed files in {directory} match their {r.algorithm} checksums ({r.seconds:.1f}s).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(weights_app, name="weights")

@@ -1,0 +1,48 @@
+"""Knowledge extraction (NER, RE, EE): records, schemas, prompts, parsing, scoring, converters.
+
+Stable entry points (DESIGN §5)::
+
+    batch_schema(items, split_num)                       -> list[list]
+    parse_output(output, task, schema, style, text)      -> IE record fragment (never raises on model output)
+    score(gold_records, pred_records, match)             -> the `knowlm eval --report` object
+    extract_texts(generator, texts, task, schema, ...)   -> IE records with parse status
+    build_prompt / gold_output / records_to_instructions -> the one prompt builder and SFT data
+    demo_stage(workdir, model_dir, adapter=None)         -> the demo's extraction + evaluation step
+
+Nothing here imports torch; only ``knowlm.ie.constrained`` does, when called.
+"""
+
+from knowlm.ie.extract import extract_texts
+from knowlm.ie.instructions import records_to_instructions
+from knowlm.ie.metrics import score
+from knowlm.ie.parsing import parse_output
+from knowlm.ie.prompts import build_prompt, gold_output
+from knowlm.ie.records import detect_lang, is_na, validate
+from knowlm.ie.schema import DEFAULT_SPLIT_NUM, EventType, Schema, batch_schema, load_schema, make_schema
+
+
+def demo_stage(*args, **kwargs):
+    """Extract from held-out bundled texts and score against gold (see :mod:`knowlm.ie.demo`)."""
+    from knowlm.ie.demo import demo_stage as _demo_stage
+
+    return _demo_stage(*args, **kwargs)
+
+
+__all__ = [
+    "batch_schema",
+    "parse_output",
+    "score",
+    "extract_texts",
+    "build_prompt",
+    "gold_output",
+    "records_to_instructions",
+    "demo_stage",
+    "make_schema",
+    "load_schema",
+    "Schema",
+    "EventType",
+    "DEFAULT_SPLIT_NUM",
+    "validate",
+    "is_na",
+    "detect_lang",
+]

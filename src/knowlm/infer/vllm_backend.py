@@ -1,0 +1,226 @@
+"""vLLM backend (``knowlm serve --backend vllm``): the same interface as the batching engine,
+mapped onto vLLM's ``AsyncLLMEngine`` (``vllm.v1.engine.async_llm.AsyncLLM`` in vLLM >= 0.8).
+
+vLLM is CUDA-only; it is imported lazily so the rest of knowlm never needs it, and a missing
+package or GPU gives one clear error. vLLM runs its own continuous batching with paged
+attention; this module only translates requests, parameters, LoRA adapters and streaming:
+
+* the engine lives on a private asyncio loop in a thread, so callers on any thread or loop
+  can ``submit()`` and consume the :class:`RequestHandle` exactly as with the HF backend;
+* ``DecodingParams`` -> ``SamplingParams``; adapters -> ``LoRARequest`` (``enable_lora``);
+* a cancelled handle aborts the vLLM request at its next output.
+
+Not supported here (clear 400s): beam search and per-request logits processors
+(``/extract --constrained``), which vLLM handles through its own structured-output API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from knowlm.errors import KnowlmError
+from knowlm.infer.backends import (
+    BackendError,
+    EngineStoppedError,
+    Event,
+    GenerationRequest,
+    PromptTooLongError,
+    QueueFullError,
+    RequestHandle,
+)
+from knowlm.infer.decoding import DecodingParams
+
+
+def _require_vllm():
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise KnowlmError("--backend vllm needs vLLM and a CUDA GPU: pip install 'knowlm[gpu]' (or use --backend hf)") from None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise KnowlmError("--backend vllm needs a CUDA GPU and none is visible; use --backend hf on this machine")
+    return vllm
+
+
+def sampling_params(p: DecodingParams):
+    """DecodingParams -> vllm.SamplingParams (n=1)."""
+    from vllm import SamplingParams
+
+    if p.num_beams > 1:
+        raise BackendError("num_beams > 1 is not supported by the vllm backend")
+    return SamplingParams(
+        n=1,
+        temperature=p.temperature if p.sampling else 0.0,
+        top_p=p.top_p if p.sampling else 1.0,
+        top_k=p.top_k if (p.sampling and p.top_k > 0) else -1,
+        max_tokens=p.max_new_tokens,
+        repetition_penalty=p.repetition_penalty,
+        stop=list(p.stop) or None,
+        seed=p.seed,
+    )
+
+
+class VllmEngine:
+    """Backend over ``vllm.AsyncLLMEngine``; see the module docstring."""
+
+    def __init__(self, engine, tokenizer, max_context: int, adapter_paths: dict[str, str] | None = None, max_inflight: int = 272, loop=None, thread=None):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.max_context = max_context
+        self.adapter_paths = dict(adapter_paths or {})
+        self.adapters = list(self.adapter_paths)
+        self.max_inflight = max_inflight
+        self._loop = loop
+        self._thread = thread
+        self._lock = threading.Lock()
+        self._inflight: dict[str, RequestHandle] = {}
+        self._accepting = True
+        self._lora = {}
+        if self.adapter_paths:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = {name: LoRARequest(name, index + 1, path) for index, (name, path) in enumerate(self.adapter_paths.items())}
+        self.generated_tokens = 0
+        self.finished_requests = 0
+        self._recent: list[tuple[float, int]] = []
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        adapters: dict[str, str] | None = None,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_batch_size: int = 256,
+        max_waiting: int = 256,
+        max_lora_rank: int = 64,
+        **_: Any,
+    ) -> "VllmEngine":
+        _require_vllm()
+        from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+        from knowlm.models import load_tokenizer, resolve_model_path
+
+        path = resolve_model_path(model)
+        adapters = dict(adapters or {})
+        args = AsyncEngineArgs(
+            model=path,
+            tokenizer=path,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_batch_size,
+            enable_lora=bool(adapters),
+            max_loras=max(1, len(adapters)),
+            max_lora_rank=max_lora_rank,
+        )
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="knowlm-vllm", daemon=True)
+        thread.start()
+
+        async def build():
+            return AsyncLLMEngine.from_engine_args(args)
+
+        try:
+            engine = asyncio.run_coroutine_threadsafe(build(), loop).result()
+        except Exception as exc:  # vLLM reports CUDA / memory / config problems as assorted exceptions
+            loop.call_soon_threadsafe(loop.stop)
+            raise KnowlmError(f"vLLM could not start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        from transformers import AutoConfig
+
+        context = int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 2048))
+        return cls(engine, load_tokenizer(path), context, adapters, max_inflight=max_batch_size + max_waiting, loop=loop, thread=thread)
+
+    # -- Backend interface ------------------------------------------------------------------
+    def start(self) -> "VllmEngine":
+        return self  # the engine runs from construction
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle:
+        params = request.params.validate()
+        if request.processors:
+            raise BackendError("per-request logits processors (constrained /extract) are not supported by the vllm backend")
+        if request.adapter is not None and request.adapter not in self._lora:
+            raise KnowlmError(f"unknown adapter {request.adapter!r}")
+        sampling = sampling_params(params)
+        count = self.count_tokens(request.prompt)
+        if count >= self.max_context:
+            raise PromptTooLongError(f"prompt has {count} tokens; the model's context is {self.max_context}")
+        handle = RequestHandle(request, prompt_tokens=count, loop=loop)
+        with self._lock:
+            if not self._accepting or self._loop is None:
+                raise EngineStoppedError("the engine is not accepting requests (shutting down)")
+            if len(self._inflight) >= self.max_inflight:
+                raise QueueFullError(f"too many requests in flight ({len(self._inflight)}); retry later")
+            self._inflight[request.request_id] = handle
+        asyncio.run_coroutine_threadsafe(self._run(request, handle, sampling), self._loop)
+        return handle
+
+    async def _run(self, request: GenerationRequest, handle: RequestHandle, sampling) -> None:
+        emitted, tokens = 0, 0
+        try:
+            stream = self.engine.generate(request.prompt, sampling, request.request_id, lora_request=self._lora.get(request.adapter))
+            async for output in stream:
+                if handle.cancelled.is_set():
+                    await self.engine.abort(request.request_id)
+                    handle.push(Event(text="", num_tokens=tokens, finished=True, finish_reason="cancelled", prompt_tokens=handle.prompt_tokens))
+                    return
+                completion = output.outputs[0]
+                text, tokens = completion.text, len(completion.token_ids)
+                delta = text[emitted:]
+                emitted = len(text)
+                if output.finished:
+                    reason = completion.finish_reason if completion.finish_reason in ("stop", "length") else "stop"
+                    handle.push(Event(text=delta, num_tokens=tokens, finished=True, finish_reason=reason, prompt_tokens=handle.prompt_tokens))
+                    return
+                if delta:
+                    handle.push(Event(text=delta, num_tokens=tokens, prompt_tokens=handle.prompt_tokens))
+            handle.push(Event(num_tokens=tokens, finished=True, finish_reason="stop", prompt_tokens=handle.prompt_tokens))
+        except Exception as exc:  # report to this request only; the engine keeps serving others
+            handle.push(Event(error=f"vllm: {type(exc).__name__}: {exc}", status=500, prompt_tokens=handle.prompt_tokens))
+        finally:
+            with self._lock:
+                self._inflight.pop(request.request_id, None)
+            self.generated_tokens += tokens
+            self.finished_requests += 1
+            self._recent.append((time.monotonic(), tokens))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            self._accepting = False
+        deadline = time.monotonic() + timeout
+        while self._inflight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for handle in list(self._inflight.values()):
+            handle.cancel()
+            handle.push(Event(error="server is shutting down", status=503, prompt_tokens=handle.prompt_tokens))
+        if self._loop is not None:
+            shutdown = getattr(self.engine, "shutdown", None)
+            if callable(shutdown):
+                try:
+                    shutdown()
+                except Exception:  # best effort on the way out
+                    pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._loop = None
+
+    def stats(self) -> dict:
+        now = time.monotonic()
+        self._recent = [(t, n) for t, n in self._recent if now - t <= 10.0]
+        return {
+            "backend": "vllm",
+            "waiting": 0,
+            "running": len(self._inflight),
+            "generated_tokens": self.generated_tokens,
+            "finished_requests": self.finished_requests,
+            "tokens_per_second_10s": sum(n for _, n in self._recent) / 10.0,
+        }

@@ -1,0 +1,257 @@
+"""The serving logic between HTTP (or the web UI) and a backend: models, templates, limits.
+
+:class:`Service` knows which names a request may ask for (the base model and each LoRA
+adapter), which prompt template each one was trained with (from its ``knowlm.json``), and
+the server's limits. :class:`EngineGenerator` makes the backend look like
+``knowlm.infer.Generator`` so the extraction layer runs unchanged on a live server.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+from knowlm.errors import KnowlmError
+from knowlm.infer.backends import GenerationRequest, RequestHandle
+from knowlm.infer.decoding import DecodingParams
+from knowlm.infer.engine import Generation
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class ServeLimits:
+    max_body_bytes: int = 1_000_000
+    max_prompt_tokens: int | None = None  # default: the model's context minus one
+    max_tokens: int = 2048  # largest max_tokens a request may ask for
+    default_max_tokens: int = 256  # /generate, chat and /extract when the request gives none
+    completion_default_max_tokens: int = 16  # /v1/completions default, as OpenAI's
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request's ``model`` field resolved to."""
+
+    name: str
+    adapter: str | None
+    template: str
+
+
+class Service:
+    def __init__(self, engine, targets: dict[str, Target], default: str, limits: ServeLimits | None = None):
+        self.engine = engine
+        self.targets = targets
+        self.default = default
+        self.limits = limits or ServeLimits()
+        self.started = False
+        self.stopping = False
+
+    @classmethod
+    def from_engine(
+        cls,
+        engine,
+        model_path: str,
+        model_name: str | None = None,
+        template: str | None = None,
+        limits: ServeLimits | None = None,
+    ) -> "Service":
+        """Names: the base model (``model_name`` or its directory name) and every adapter.
+
+        With adapters, the first one is the default (serving a LoRA usually means wanting it);
+        the base model stays reachable by its name.
+        """
+        from knowlm.models import resolve_template
+
+        base = model_name or Path(model_path.rstrip("/")).name or "knowlm"
+        targets = {base: Target(base, None, resolve_template(model_path, None, template))}
+        for name, path in getattr(engine, "adapter_paths", {}).items():
+            if name in targets:
+                raise KnowlmError(f"adapter name {name!r} clashes with the model name; pick another NAME in --adapter NAME=PATH")
+            targets[name] = Target(name, name, resolve_template(model_path, path, template))
+        default = next(iter(getattr(engine, "adapter_paths", {}) or {base: None}))
+        return cls(engine, targets, default, limits)
+
+    # -- names and prompts ----------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        return list(self.targets)
+
+    def resolve(self, name: str | None) -> Target:
+        if not name:
+            return self.targets[self.default]
+        try:
+            return self.targets[name]
+        except KeyError:
+            raise ApiError(404, f"model {name!r} not found; available: {', '.join(self.targets)}") from None
+
+    @staticmethod
+    def prompt(target: Target, instruction: str, input: str = "", system: str | None = None, history=()) -> str:
+        from knowlm.models.templates import render
+
+        return render(target.template, instruction, input, system, history)
+
+    @staticmethod
+    def template_stops(target: Target) -> list[str]:
+        from knowlm.models.templates import get
+
+        return list(get(target.template).stop)
+
+    # -- decoding parameters --------------------------------------------------------------
+    def params(
+        self,
+        *,
+        max_tokens: int | None,
+        default_max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        num_beams: int | None = None,
+        repetition_penalty: float | None = None,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+        do_sample: bool | None = None,
+        extra_stop: Sequence[str] = (),
+    ) -> DecodingParams:
+        """Request fields -> checked DecodingParams (limits and value errors become 400)."""
+        from knowlm.serve.schemas import MAX_STOP, MAX_STOP_CHARS
+
+        if max_tokens is not None and max_tokens > self.limits.max_tokens:
+            raise ApiError(400, f"max_tokens={max_tokens} exceeds this server's limit of {self.limits.max_tokens}")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > MAX_STOP or any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ApiError(400, f"stop: at most {MAX_STOP} strings of at most {MAX_STOP_CHARS} characters")
+        stops = [s for s in stops if s]
+        stops += [s for s in extra_stop if s not in stops]
+        if top_k is not None and top_k < 0:
+            top_k = 0
+        limit = default_max_tokens or self.limits.default_max_tokens
+        try:
+            return DecodingParams(max_new_tokens=min(limit, self.limits.max_tokens)).updated(
+                max_new_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                num_beams=num_beams,
+                repetition_penalty=repetition_penalty,
+                stop=stops,
+                seed=seed,
+                do_sample=do_sample,
+            )
+        except KnowlmError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    # -- submitting -----------------------------------------------------------------------
+    def submit(self, target: Target, prompt: str, params: DecodingParams, loop=None, processors=None) -> RequestHandle:
+        if self.stopping:
+            raise ApiError(503, "server is shutting down")
+        limit = self.limits.max_prompt_tokens
+        if limit is not None:
+            count = self.engine.count_tokens(prompt)
+            if count > limit:
+                raise ApiError(400, f"prompt has {count} tokens; this server accepts at most {limit}")
+        request = GenerationRequest(prompt=prompt, params=params, adapter=target.adapter, processors=processors)
+        return self.engine.submit(request, loop=loop)
+
+    def generator(self, target: Target, cancel: threading.Event | None = None) -> "EngineGenerator":
+        return EngineGenerator(self, target, cancel)
+
+
+class EngineGenerator:
+    """``knowlm.infer.Generator``'s interface over a running backend (for ``extract_texts`` and the web UI).
+
+    Prompts are submitted to the shared engine, at most ``batch_size`` at a time, so an
+    extraction with many schema batches neither floods the queue nor starves other clients.
+    """
+
+    def __init__(self, service: Service, target: Target, cancel: threading.Event | None = None):
+        self.service = service
+        self.target = target
+        self.template = target.template
+        self.tokenizer = service.engine.tokenizer
+        self.cancel = cancel or threading.Event()
+        self.model = getattr(service.engine, "model", None) or SimpleNamespace(
+            config=SimpleNamespace(
+                max_position_embeddings=service.engine.max_context,
+                vocab_size=getattr(service.engine, "vocab_size", len(self.tokenizer)),
+            )
+        )
+        self.last_outputs: list[str] = []  # raw model answers of the last generate() (the web UI shows them)
+
+    def prompt(self, instruction: str, input: str = "", system: str | None = None, history=()) -> str:
+        return self.service.prompt(self.target, instruction, input, system, history)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: DecodingParams | None = None,
+        batch_size: int = 16,
+        logits_processor=None,
+        progress: bool = False,
+    ) -> list[Generation]:
+        params = (params or DecodingParams()).validate()
+        window = max(1, batch_size)
+        handles: list[RequestHandle | None] = [None] * len(prompts)
+        results: list[Generation | None] = [None] * len(prompts)
+        next_index = 0
+        try:
+            for index in range(len(prompts)):
+                while next_index < len(prompts) and next_index < index + window:
+                    processors = logits_processor([next_index]) if logits_processor else None
+                    handles[next_index] = self.service.submit(self.target, prompts[next_index], params, processors=processors)
+                    next_index += 1
+                handle = handles[index]
+                while not handle.done.wait(0.05):
+                    if self.cancel.is_set():
+                        raise ApiError(499, "client closed the request")
+                results[index] = handle.result()
+        finally:
+            for handle in handles:
+                if handle is not None and not handle.done.is_set():
+                    handle.cancel()
+        self.last_outputs = [r.text for r in results]  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
+
+
+def chat_to_turns(messages: Sequence[Any]) -> tuple[str | None, list[tuple[str, str]], str]:
+    """OpenAI messages -> (system, history of (user, assistant) turns, last user message).
+
+    System/developer messages are joined into the system prompt; consecutive messages of one
+    role are joined; the conversation must end with a user message.
+    """
+    system_parts: list[str] = []
+    turns: list[list[str]] = []  # [role, text]
+    for message in messages:
+        role, content = message.role, message.content
+        if isinstance(content, list):
+            text = "".join(part.text for part in content)
+        else:
+            text = content or ""
+        if role in ("system", "developer"):
+            system_parts.append(text)
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1][1] += "\n" + text
+        else:
+            turns.append([role, text])
+    if not turns or turns[-1][0] != "user":
+        raise ApiError(400, "the last message must come from the user")
+    history: list[tuple[str, str]] = []
+    pending_user: str | None = None
+    for role, text in turns[:-1]:
+        if role == "user":
+            pending_user = text
+        else:
+            history.append((pending_user or "", text))
+            pending_user = None
+    if pending_user is not None:  # cannot happen after merging, kept for safety
+        history.append((pending_user, ""))
+    return ("\n".join(system_parts) or None), history, turns[-1][1]

@@ -1,0 +1,31 @@
+"""Fixtures for the serving tests: batching engines over the session's tiny model, a live server."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def serve_engine(tiny_model):
+    """A running batching engine over the shared tiny model (read-only weights)."""
+    from knowlm.infer.batching import BatchingEngine, EngineConfig
+
+    model, tokenizer = tiny_model
+    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16)).start()
+    yield engine
+    engine.stop(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_model, tiny_model_dir):
+    """The real app on uvicorn on a free loopback port, small limits so fuzzing stays fast."""
+    from knowlm.infer.batching import BatchingEngine, EngineConfig
+    from knowlm.serve import BackgroundServer, ServeLimits, Service, create_app
+
+    model, tokenizer = tiny_model
+    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16, max_waiting=64))
+    limits = ServeLimits(max_body_bytes=20_000, max_tokens=24, default_max_tokens=16, completion_default_max_tokens=8)
+    service = Service.from_engine(engine, str(tiny_model_dir), limits=limits)
+    server = BackgroundServer(create_app(service, graceful_timeout=5)).start()
+    yield server.url, service
+    server.stop()
