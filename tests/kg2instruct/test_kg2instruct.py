@@ -147,3 +147,38 @@ def test_malformed_graph_lines_name_the_line(tmp_path, line, message):
     kg.write_text(json.dumps(ENTITIES[0], ensure_ascii=False) + "\n" + line + "\n", encoding="utf-8")
     with pytest.raises(KnowlmError, match=message):
         KnowledgeGraph.load([kg])
+
+
+def test_keyword_rule_keeps_only_sentences_with_a_trigger(tmp_path):
+    stats, records = run(tmp_path, rules={"spouse": RelationRule(keywords=("Married",))})
+    assert [r["relation"] for r in records["d6#s0"]["relations"]] == ["spouse"]
+    stats, records = run(tmp_path / "strict", rules={"spouse": RelationRule(keywords=("wed",))})
+    assert "d6#s0" not in records and stats["dropped_by_rule"]["relation_rule_keyword"] == 2  # both stored directions
+
+
+def test_bundled_sample_meets_distant_supervision_quality(tmp_path):
+    """Against the hand-annotated bundled documents: precision >= 0.9, recall >= 0.7."""
+    from knowlm import resources
+    from knowlm.ie.kg2instruct import load_rules
+
+    config = KG2InstructConfig(styles=("json",), rules=load_rules(resources.kg_rules_path()))
+    stats = kg2instruct([resources.corpus_path()], [resources.kg_path()], tmp_path / "out", config, schema_path=resources.kg_schema_path(), gold_path=resources.kg_gold_path())
+    quality = stats["quality"]
+    assert quality["documents"] >= 50
+    assert quality["precision"] >= 0.9 and quality["recall"] >= 0.7, quality
+    assert stats["linking"]["resolved"] > 0 and stats["linking"]["unresolved"] > 0
+    assert len(stats["triples_per_relation"]) >= 30
+
+
+def test_cli_writes_outputs_and_rejects_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    corpus, kg, schema = write_inputs(tmp_path)
+    out = tmp_path / "cli-out"
+    result = subprocess.run([sys.executable, "-m", "knowlm", "kg2instruct", "--corpus", str(corpus), "--kg", str(kg), "--schema", str(schema), "--output", str(out), "--split", "1,0,0"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in out.iterdir()} >= {"records.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "stats.json", "report.md", "stats.png"}
+    assert "Labelled 6 documents" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "knowlm", "kg2instruct", "--corpus", str(tmp_path / "nope.jsonl"), "--kg", str(kg), "--output", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "input file not found" in bad.stderr and not (tmp_path / "x").exists()

@@ -11,7 +11,7 @@ def serve_engine(tiny_model):
     from knowlm.infer.batching import BatchingEngine, EngineConfig
 
     model, tokenizer = tiny_model
-    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16)).start()
+    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16, num_threads=1)).start()
     yield engine
     engine.stop(timeout=5)
 
@@ -23,7 +23,7 @@ def live_server(tiny_model, tiny_model_dir):
     from knowlm.serve import BackgroundServer, ServeLimits, Service, create_app
 
     model, tokenizer = tiny_model
-    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16, max_waiting=64))
+    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16, max_waiting=64, num_threads=1))
     limits = ServeLimits(max_body_bytes=20_000, max_tokens=24, default_max_tokens=16, completion_default_max_tokens=8)
     service = Service.from_engine(engine, str(tiny_model_dir), limits=limits)
     server = BackgroundServer(create_app(service, graceful_timeout=5)).start()

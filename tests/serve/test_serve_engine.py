@@ -92,7 +92,7 @@ def test_queue_limit_and_stopped_engine(tiny_model):
     from knowlm.infer.batching import BatchingEngine, EngineConfig
 
     model, tokenizer = tiny_model
-    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=1, max_waiting=1))
+    engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=1, max_waiting=1, num_threads=1))
     with pytest.raises(EngineStoppedError):  # not started
         engine.submit(GenerationRequest("x"))
     engine.start()
@@ -125,7 +125,7 @@ def test_adapters_never_share_a_batch(tiny_model_dir, tmp_path):
         lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
         lora.save_pretrained(str(tmp_path / name))
         paths[name] = str(tmp_path / name)
-    engine = BatchingEngine.from_pretrained(str(tiny_model_dir), adapters=paths, max_batch_size=8).start()
+    engine = BatchingEngine.from_pretrained(str(tiny_model_dir), adapters=paths, max_batch_size=8, num_threads=1).start()
     try:
         want = {}
         for name in (None, "ie", "chat"):

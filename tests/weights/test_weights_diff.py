@@ -8,7 +8,7 @@ import torch
 from knowlm.errors import KnowlmError
 from knowlm.models import read_manifest
 from knowlm.weights import make_diff, recover
-from tests.weights.conftest import leftovers, perturbed_copy, state_of
+from tests.weights.weights_helpers import leftovers, perturbed_copy, state_of
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,9 @@ def test_corrupted_diff_shard_is_detected(tiny_model_dir, exact_diff, tmp_path):
     shutil.copytree(exact_diff[0], broken)
     shard = broken / "model.safetensors"
     data = bytearray(shard.read_bytes())
-    data[-5000] ^= 0x40  # a bit flip deep in the tensor data
+    header_len = int.from_bytes(data[:8], "little")
+    begin = json.loads(data[8 : 8 + header_len])["model.embed_tokens.weight"]["data_offsets"][0]
+    data[8 + header_len + begin + 4 * 1001 + 3] ^= 0x40  # flip an exponent bit of one diff value
     shard.write_bytes(bytes(data))
     out = tmp_path / "out"
     with pytest.raises(KnowlmError, match="is corrupted"):

@@ -8,7 +8,7 @@ import torch
 from knowlm.errors import KnowlmError
 from knowlm.utils import atomic_dir
 from knowlm.weights.tensor_io import Checkpoint, ShardedWriter, copy_side_files
-from tests.weights.conftest import state_of
+from tests.weights.weights_helpers import state_of
 
 
 def test_sharded_roundtrip_loads_in_transformers(tiny_model_dir, tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.weights import merge_lora
-from tests.weights.conftest import leftovers, state_of
+from tests.weights.weights_helpers import leftovers, state_of
 
 
 def _make_adapter(base_dir, out_dir, trained=True, **config):
@@ -93,3 +93,13 @@ def test_mismatched_adapter_and_quantised_base_are_refused(tiny_model_dir, tmp_p
     (quant / "config.json").write_text(json.dumps(config))
     with pytest.raises(KnowlmError, match="quantised"):
         merge_lora(quant, tmp_path / "adapter", tmp_path / "merged")
+
+
+def test_demo_stage_merges_and_exports(tiny_model_dir, tmp_path):
+    from knowlm.weights import demo_stage
+
+    _make_adapter(tiny_model_dir, tmp_path / "adapter")
+    summary = demo_stage(tmp_path / "work", tiny_model_dir, tmp_path / "adapter")
+    assert summary["merged_tensors"] == 14 and summary["largest_lora_change"] > 0
+    assert summary["gguf_bytes"] > 0 and summary["gguf_max_logit_diff"] < 0.05
+    assert (tmp_path / "work" / "merged" / "knowlm.json").is_file()

@@ -12,20 +12,6 @@ from knowlm.cli._common import console, parse_floats
 from knowlm.errors import KnowlmError
 
 
-def _load_rules(path: Path | None):
-    from knowlm.ie.kg2instruct import RelationRule
-
-    if path is None:
-        return {}
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return {name: RelationRule(**(spec or {})) for name, spec in raw.items()}
-    except (OSError, yaml.YAMLError, TypeError, AttributeError) as exc:
-        raise KnowlmError(f"cannot read rules {path}: {exc}") from None
-
-
 def kg2instruct(
     corpus: List[Path] = typer.Option(..., help="Texts: JSONL with 'text' (optional 'id') or .txt, a document per line; repeatable."),
     kg: List[Path] = typer.Option(..., help="Knowledge graph JSONL: entity lines {id,name,type,aliases} and triple lines {head,relation,tail}; repeatable."),
@@ -34,7 +20,7 @@ def kg2instruct(
     split_num: Optional[int] = typer.Option(None, help="Relation types per instruction (default 4)."),
     schema: Optional[Path] = typer.Option(None, help="Relation schema JSON {relations: {name: {head_types, tail_types, description}}}: type constraints."),
     relation_map: Optional[Path] = typer.Option(None, help="JSON {old relation: new relation or null}: rename, merge or drop relations."),
-    rules: Optional[Path] = typer.Option(None, help="YAML {relation: {drop, max_char_distance, min_confidence}}: per-relation filters."),
+    rules: Optional[Path] = typer.Option(None, help="YAML {relation: {drop, max_char_distance, min_confidence, keywords}}: per-relation filters (keywords: a trigger word must be in the sentence)."),
     gold: Optional[Path] = typer.Option(None, help="Hand-annotated IE records (canonical entity names) to measure precision/recall of the labelling."),
     neg_ratio: float = typer.Option(1.0, help="Negative relation types sampled per positive one in training instructions."),
     style: str = typer.Option("json,knowlm", help="Instruction styles: json (IEPile/OneKE), knowlm (free text), or both."),
@@ -53,7 +39,7 @@ def kg2instruct(
 
     Example: knowlm kg2instruct --corpus corpus.jsonl --kg kg.jsonl --schema kg_schema.json --output kg2i
     """
-    from knowlm.ie.kg2instruct import KG2InstructConfig
+    from knowlm.ie.kg2instruct import KG2InstructConfig, load_rules
     from knowlm.ie.kg2instruct import kg2instruct as run
 
     if lang not in ("auto", "zh", "en"):
@@ -65,7 +51,7 @@ def kg2instruct(
     if len(ratios) != 3:
         raise KnowlmError("--split takes three fractions, e.g. 0.8,0.1,0.1")
     config = KG2InstructConfig(
-        lang=lang, unit=unit, ignore_case=not case_sensitive, min_confidence=min_confidence, rules=_load_rules(rules),
+        lang=lang, unit=unit, ignore_case=not case_sensitive, min_confidence=min_confidence, rules=load_rules(rules) if rules else {},
         split_ratios=tuple(ratios), styles=styles, split_num=split_num, neg_ratio=neg_ratio, seed=seed, keep_empty=keep_empty,
     )
     stats = run(corpus, kg, output, config, schema_path=schema, relation_map_path=relation_map, gold_path=gold, progress=True)

@@ -10,7 +10,7 @@ from knowlm.data.demo import demo_stage
 from knowlm.data.indexed import IndexedDataset, IndexedDatasetWriter, merge, read_sidecar
 from knowlm.data.inspect import inspect
 from knowlm.data.packing import pack_lengths
-from knowlm.data.prepare import PrepareConfig, prepare
+from knowlm.data.pipeline import PrepareConfig, prepare
 from knowlm.data.sentences import detect_lang, split_sentences
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from knowlm.data.prepare import PrepareConfig, prepare
+from knowlm.data.pipeline import PrepareConfig, prepare
 
 
 def demo_stage(workdir: str | Path, tokenizer_dir: str | Path, seq_len: int = 256, pack: str = "document") -> dict:

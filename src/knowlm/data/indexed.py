@@ -205,6 +205,12 @@ class IndexedDataset:
         if doc_count < 1 or self.document_indices[0] != 0 or self.document_indices[-1] != count:
             raise KnowlmError(f"{ipath}: document indices are inconsistent")
 
+    def __getstate__(self) -> dict:  # DataLoader workers re-open the files instead of copying them
+        return {"prefix": self.prefix}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["prefix"])
+
     def __len__(self) -> int:
         return len(self.sizes)
 

@@ -15,7 +15,8 @@ _CJK_RE = re.compile(f"[{_CJK}]")
 _LATIN_WORD_RE = re.compile(r"[A-Za-z]+")
 _CLOSERS = "\"'”’」』）》】〕〉)]}"
 _CANDIDATE = re.compile(r"(\n)|([。！？；…]+|[.!?]+)([" + re.escape(_CLOSERS) + r"]*)")
-_PREV_WORD = re.compile(r"(\S+)$")
+_NEXT_VISIBLE = re.compile(r"\s*(\S)")
+_ZH_TERMINATORS = frozenset("。！？；…")
 
 # Lower-cased, without the final dot. Multi-dot forms ("u.s", "e.g") are caught by a pattern.
 ABBREVIATIONS = frozenset(
@@ -52,14 +53,17 @@ def _english_boundary(text: str, m: re.Match, lang: str) -> bool:
         return False
     if not nxt:
         return True
-    first = text[end:].lstrip()[:1]
+    nxt_m = _NEXT_VISIBLE.match(text, end)
+    first = nxt_m.group(1) if nxt_m else ""
     if first and first.islower():
         return False  # "etc. and so on", '"Really?" she asked'
     if "!" in term or "?" in term:
         return True
     if term == ".":
-        word_m = _PREV_WORD.search(text, 0, m.start())
-        word = word_m.group(1).lstrip("([{\"'“‘") if word_m else ""
+        stop = start = m.start()
+        while start > 0 and stop - start < 40 and not text[start - 1].isspace():
+            start -= 1
+        word = text[start:stop].lstrip("([{\"'“‘")
         if word.lower() in ABBREVIATIONS or _MULTI_DOT.match(word):
             return False
         if len(word) == 1 and word.isalpha() and word.isupper():
@@ -72,7 +76,7 @@ def _boundaries(text: str, lang: str) -> list[int]:
     for m in _CANDIDATE.finditer(text):
         if m.group(1):  # newline
             cuts.add(m.end())
-        elif any(c in "。！？；…" for c in m.group(2)):
+        elif m.group(2)[0] in _ZH_TERMINATORS:
             cuts.add(m.end())
         elif _english_boundary(text, m, lang):
             cuts.add(m.end())

@@ -47,13 +47,21 @@ def _batch(tokenizer, rows: list[list[int]], device):
     return ids, mask
 
 
-def subject_keys(model, tokenizer, module_name: str, texts: list[str], subjects: list[str]) -> "torch.Tensor":
+def lookup_index(tokenizer, text: str, subject: str, fact_token: str = "subject_last") -> int:
+    """The token whose key/value an edit rewrites: the subject's last token, or the text's last."""
+    if fact_token == "last":
+        return len(tokenizer(text)["input_ids"]) - 1
+    return subject_last_token(tokenizer, text, subject)
+
+
+def subject_keys(model, tokenizer, module_name: str, texts: list[str], subjects: list[str],
+                 fact_token: str = "subject_last") -> "torch.Tensor":
     """Input of ``module_name`` at each subject's last token: (len(texts), d_in)."""
     import torch
 
     device = next(model.parameters()).device
     rows = [tokenizer(t)["input_ids"] for t in texts]
-    positions = [subject_last_token(tokenizer, t, s) for t, s in zip(texts, subjects)]
+    positions = [lookup_index(tokenizer, t, s, fact_token) for t, s in zip(texts, subjects)]
     ids, mask = _batch(tokenizer, rows, device)
     with torch.no_grad(), capture(get_module(model, module_name), "input") as store:
         model(input_ids=ids, attention_mask=mask)
@@ -61,13 +69,14 @@ def subject_keys(model, tokenizer, module_name: str, texts: list[str], subjects:
     return torch.stack([keys[i, p] for i, p in enumerate(positions)]).to(torch.float32)
 
 
-def subject_outputs(model, tokenizer, module_name: str, texts: list[str], subjects: list[str]) -> "torch.Tensor":
+def subject_outputs(model, tokenizer, module_name: str, texts: list[str], subjects: list[str],
+                    fact_token: str = "subject_last") -> "torch.Tensor":
     """Output of ``module_name`` at each subject's last token: (len(texts), d_out)."""
     import torch
 
     device = next(model.parameters()).device
     rows = [tokenizer(t)["input_ids"] for t in texts]
-    positions = [subject_last_token(tokenizer, t, s) for t, s in zip(texts, subjects)]
+    positions = [lookup_index(tokenizer, t, s, fact_token) for t, s in zip(texts, subjects)]
     ids, mask = _batch(tokenizer, rows, device)
     with torch.no_grad(), capture(get_module(model, module_name), "output") as store:
         model(input_ids=ids, attention_mask=mask)
@@ -75,9 +84,10 @@ def subject_outputs(model, tokenizer, module_name: str, texts: list[str], subjec
     return torch.stack([out[i, p] for i, p in enumerate(positions)]).to(torch.float32)
 
 
-def mean_key(model, tokenizer, module_name: str, request: EditRequest, templates: list[str]) -> "torch.Tensor":
+def mean_key(model, tokenizer, module_name: str, request: EditRequest, templates: list[str],
+             fact_token: str = "subject_last") -> "torch.Tensor":
     texts = [t.format(request.prompt) for t in templates]
-    return subject_keys(model, tokenizer, module_name, texts, [request.subject] * len(texts)).mean(0)
+    return subject_keys(model, tokenizer, module_name, texts, [request.subject] * len(texts), fact_token).mean(0)
 
 
 def optimise_value(model, tokenizer, request: EditRequest, module_name: str, templates: list[str], hp) -> "torch.Tensor":
@@ -98,10 +108,10 @@ def optimise_value(model, tokenizer, request: EditRequest, module_name: str, tem
         row = prompt_ids + target_ids[:-1]
         rows.append(row)
         labels.append([-100] * (len(prompt_ids) - 1) + target_ids)
-        lookups.append(subject_last_token(tokenizer, text, request.subject))
+        lookups.append(lookup_index(tokenizer, text, request.subject, hp.fact_token))
     kl_text = f"{request.subject} is a"
     rows.append(tokenizer(kl_text)["input_ids"])
-    lookups.append(subject_last_token(tokenizer, kl_text, request.subject))
+    lookups.append(lookup_index(tokenizer, kl_text, request.subject, hp.fact_token))
     n_rewrite = len(templates)
 
     ids, mask = _batch(tokenizer, rows, device)

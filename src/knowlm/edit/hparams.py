@@ -22,6 +22,9 @@ METHODS = ("rome", "memit", "ft", "ike")
 @dataclass
 class RomeHparams:
     layers: list[int] = field(default_factory=lambda: [5])
+    # where the key is read: "subject_last" (ROME) or "last" (the prompt's last token, for models
+    # that recall a fact at the prediction position rather than at the subject, e.g. toy models)
+    fact_token: str = "subject_last"
     # value optimisation (the new "value" the edited memory should return)
     v_num_grad_steps: int = 25
     v_lr: float = 0.5
@@ -91,6 +94,8 @@ def build(method: str, values: dict[str, Any], where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise KnowlmError(f"{where}: unknown {method} hyperparameters {unknown}; known: {sorted(known)}")
+    if values.get("fact_token", "subject_last") not in ("subject_last", "last"):
+        raise KnowlmError(f"{where}: fact_token must be subject_last or last")
     try:
         return cls(**values)
     except TypeError as exc:

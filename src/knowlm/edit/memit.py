@@ -27,8 +27,8 @@ def apply_memit(model, tokenizer, requests: list[EditRequest], hp, stats, guard)
     subjects = [r.subject for r in requests]
     for i, layer in enumerate(hp.layers):
         name = names.mlp_out.format(layer)
-        keys = torch.stack([mean_key(model, tokenizer, name, r, templates) for r in requests], dim=1)  # (d_in, n)
-        current = subject_outputs(model, tokenizer, last_block, prompts, subjects).T  # (d_out, n)
+        keys = torch.stack([mean_key(model, tokenizer, name, r, templates, hp.fact_token) for r in requests], dim=1)  # (d_in, n)
+        current = subject_outputs(model, tokenizer, last_block, prompts, subjects, hp.fact_token).T  # (d_out, n)
         resid = (zs - current) / (len(hp.layers) - i)
         k64 = keys.to(torch.float64)
         d_in = keys.shape[0]

@@ -36,13 +36,13 @@ def rome_deltas(model, tokenizer, request: EditRequest, hp, stats: Callable[[str
     deltas = {}
     for layer in hp.layers:
         name = names.mlp_out.format(layer)
-        k_mean = mean_key(model, tokenizer, name, request, templates)
+        k_mean = mean_key(model, tokenizer, name, request, templates, hp.fact_token)
         cov = stats(name) if (stats is not None and hp.mom2_adjustment) else None
         u = whiten(cov, k_mean.unsqueeze(1), hp.mom2_damping).squeeze(1)
         u = u / u.norm()
         target = optimise_value(model, tokenizer, request, name, templates, hp)
-        k_cur = subject_keys(model, tokenizer, name, [request.prompt], [request.subject])[0]
-        v_cur = subject_outputs(model, tokenizer, name, [request.prompt], [request.subject])[0]
+        k_cur = subject_keys(model, tokenizer, name, [request.prompt], [request.subject], hp.fact_token)[0]
+        v_cur = subject_outputs(model, tokenizer, name, [request.prompt], [request.subject], hp.fact_token)[0]
         right = (target - v_cur) / torch.dot(k_cur, u)
         deltas[name] = torch.outer(right, u)
     return deltas

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from knowlm.errors import KnowlmError
-from knowlm.ie.schema import make_schema
+from knowlm.ie.schema import Schema, make_schema
 
 SEPARATORS = (", ", ": ")  # json.dumps defaults: what gold_output writes and models are tuned on
 
@@ -32,9 +32,11 @@ class Bounds:
 
 
 def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
-    """The JSON Schema of the answer to one prompt (one schema batch)."""
-    schema = make_schema(task, schema)
-    span = {"type": "string", "minLength": 1, "maxLength": bounds.max_chars}
+    """The JSON Schema of the answer to one prompt (one schema batch); a :class:`Schema` brings its own task."""
+    schema = schema if isinstance(schema, Schema) else make_schema(task, schema)
+    # A pattern rather than min/maxLength: xgrammar's plain JSON string admits raw control
+    # characters, which json.loads rejects; this one is valid JSON by construction.
+    span = {"type": "string", "pattern": r'[^"\\\x00-\x1f]{1,%d}' % bounds.max_chars}
     props: dict[str, Any] = {}
     for item in schema.items:
         if schema.task == "ner":
@@ -147,7 +149,7 @@ def make_processor(compiled: Sequence[Any]):
 
 def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE):
     """A ``Generator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
-    batch of prompt ``i``."""
+    batch of prompt ``i`` (:class:`Schema` objects may mix tasks in one batch)."""
     tokenizer = generator.tokenizer
     vocab = _vocab_size(getattr(generator, "model", None), tokenizer)
     grammars = [cache.grammar(tokenizer, vocab, json_schema(task, s, bounds)) for s in row_schemas]

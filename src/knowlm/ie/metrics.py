@@ -181,19 +181,28 @@ def plot_per_type(report: dict, path) -> None:
 
     from knowlm.utils.atomic import atomic_write
 
+    import warnings
+
+    from matplotlib import font_manager
+
+    # Chinese type names need a CJK font: use one when the system has it (else boxes, quietly).
+    cjk = [f.name for f in font_manager.fontManager.ttflist if any(k in f.name for k in ("WenQuanYi", "Noto Sans CJK", "Source Han", "SimHei"))]
+    family = [*dict.fromkeys(cjk), "DejaVu Sans"]
     measures = measures_present(report) or ["entity"]
-    fig, axes = plt.subplots(len(measures), 1, figsize=(8, 2.6 * len(measures) + 0.6), squeeze=False)
-    for ax, m in zip(axes[:, 0], measures):
-        per_type = report[m]["per_type"]
-        names = list(per_type)
-        values = [per_type[n]["f1"] * 100 for n in names]
-        ax.bar(range(len(names)), values, color="#4477aa")
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("F1 (%)")
-        ax.set_title(f"{m}: micro F1 {report[m]['f1'] * 100:.1f}%")
-    fig.tight_layout()
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
+    with warnings.catch_warnings(), plt.rc_context({"font.sans-serif": family, "font.family": "sans-serif"}):
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig, axes = plt.subplots(len(measures), 1, figsize=(8, 2.6 * len(measures) + 0.6), squeeze=False)
+        for ax, m in zip(axes[:, 0], measures):
+            per_type = report[m]["per_type"]
+            names = list(per_type)
+            values = [per_type[n]["f1"] * 100 for n in names]
+            ax.bar(range(len(names)), values, color="#4477aa")
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+            ax.set_ylim(0, 100)
+            ax.set_ylabel("F1 (%)")
+            ax.set_title(f"{m}: micro F1 {report[m]['f1'] * 100:.1f}%")
+        fig.tight_layout()
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)

@@ -21,7 +21,7 @@ ERRORS = ("empty", "no_json", "truncated", "not_an_object", "wrong_keys", "bad_v
 NONE_WORDS = {"无", "没有", "无。", "none", "none.", "no", "n/a", "null", "[]", "{}", "nan", "空"}
 NAN_VALUES = {"nan", "none", "null", "", "无", "n/a", "-"}
 _ECHO_KEYS = {"instruction", "input", "schema"}
-_DECODER = json.JSONDecoder()
+_DECODER = json.JSONDecoder(strict=False)  # tolerate raw control characters in strings
 _FENCE = re.compile(r"```(?:json|JSON)?")
 TASK_FIELD = {"ner": "entities", "re": "relations", "ee": "events"}
 
@@ -68,7 +68,7 @@ def _close_truncated(s: str) -> str | None:
         body = s[:end].rstrip().rstrip(",:").rstrip()
         candidate = body + "".join(reversed(open_brackets))
         try:
-            obj = json.loads(candidate)
+            obj = json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             continue
         if isinstance(obj, dict):
@@ -177,7 +177,7 @@ def find_json(output: str) -> tuple[Any, list[str], str | None]:
             notes.append("repaired_truncated")
             if note:
                 notes.append(note)
-            return json.loads(closed), notes, None
+            return json.loads(closed, strict=False), notes, None
     return None, notes, "truncated"
 
 

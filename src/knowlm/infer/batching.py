@@ -50,6 +50,9 @@ class EngineConfig:
     max_waiting: int = 256  # requests queued beyond the running batch before submit() refuses (429)
     admit_window_s: float = 0.003  # when idle, wait this long for concurrent arrivals to prefill together
     max_context: int | None = None  # defaults to the model's max_position_embeddings
+    # Intra-op threads of the engine thread only (OpenMP's setting is per thread). None keeps torch's
+    # default; 1 is fastest for small models on a busy CPU, where spinning worker threads contend.
+    num_threads: int | None = None
 
 
 @dataclass
@@ -130,6 +133,9 @@ class BatchingEngine:
         """Load ``model`` (and each named LoRA adapter into one PEFT model) and build an engine."""
         from knowlm.models import load
 
+        for name, path in (adapters or {}).items():  # fail before the (slow) model load
+            if not (Path(path).expanduser() / "adapter_config.json").is_file():
+                raise KnowlmError(f"adapter {name}: {path} is not a PEFT adapter directory (no adapter_config.json)")
         lm, tokenizer = load(model, dtype=dtype, device=device)
         template = lm.knowlm_template
         adapters = dict(adapters or {})
@@ -230,6 +236,8 @@ class BatchingEngine:
         import torch
 
         torch.set_grad_enabled(False)
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
         while True:
             with self._cond:
                 while not self._waiting and not self._rows and not self._stopping:

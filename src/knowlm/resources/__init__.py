@@ -33,6 +33,11 @@ def kg_gold_path() -> Path:
     return path("kg_gold.jsonl")
 
 
+def kg_rules_path() -> Path:
+    """Per-relation trigger-word rules for distant supervision over the bundled graph."""
+    return path("kg_rules.yaml")
+
+
 def iter_corpus(lang: str | None = None) -> Iterator[dict]:
     """Documents of the bundled corpus (``{"id", "title", "lang", "text"}``), optionally one language."""
     with corpus_path().open(encoding="utf-8") as handle:

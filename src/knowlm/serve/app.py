@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -237,12 +237,10 @@ def create_app(service: Service, api_key: str | None = None, manage_engine: bool
         return body if ready else JSONResponse({**body, "error": "not ready"}, status_code=503)
 
     @app.get("/metrics", summary="Prometheus text, or JSON with ?format=json")
-    async def metrics_route(format: str = "prometheus"):
+    async def metrics_route(format: Literal["prometheus", "json"] = "prometheus"):
         stats = service.engine.stats()
         if format == "json":
             return metrics.snapshot(stats)
-        if format != "prometheus":
-            raise ApiError(400, "format must be prometheus or json")
         return PlainTextResponse(metrics.prometheus(stats), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models", summary="The base model and every LoRA adapter")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ class ServeConfig:
     device: str = "auto"
     max_batch_size: int = 16  # 1 = no batching
     max_waiting: int = 256
+    num_threads: int | None = None  # hf: intra-op threads of the engine thread
     tensor_parallel_size: int = 1  # vllm only
     gpu_memory_utilization: float = 0.9  # vllm only
     graceful_timeout: float = 30.0
@@ -61,7 +63,7 @@ def build_engine(config: ServeConfig):
     if config.backend == "hf":
         return make_backend(
             "hf", config.model, config.adapters, dtype=config.dtype, device=config.device,
-            max_batch_size=config.max_batch_size, max_waiting=config.max_waiting,
+            max_batch_size=config.max_batch_size, max_waiting=config.max_waiting, num_threads=config.num_threads,
         )
     if config.backend == "vllm":
         return make_backend(
@@ -113,7 +115,27 @@ def run_server(config: ServeConfig, engine=None) -> None:
         log.warning("serving on %s without an API key: anyone who can reach this port can use the model", config.host)
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO), format="%(asctime)s %(name)s %(message)s")
     app = build_app(config, engine)
-    _uvicorn_server(app, config).run()
+    server = _uvicorn_server(app, config)
+    # uvicorn drains, shuts down, then re-raises the signal it caught; answer it with a clean return.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _stopped)
+    try:
+        server.run()
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stopped(signum, frame):
+    raise _Stopped()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -170,7 +192,7 @@ def demo_stage(workdir: str | Path, model_dir: str | Path, adapter: str | None =
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     adapters = {"adapter": str(adapter)} if adapter else {}
-    config = ServeConfig(model=str(model_dir), adapters=adapters, max_batch_size=8, graceful_timeout=5.0)
+    config = ServeConfig(model=str(model_dir), adapters=adapters, max_batch_size=8, graceful_timeout=5.0, num_threads=1)
     app = build_app(config)
     started = time.perf_counter()
     with BackgroundServer(app) as url, httpx.Client(base_url=url, timeout=120) as client:

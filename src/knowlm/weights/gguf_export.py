@@ -117,7 +117,7 @@ def export_gguf(model: str | os.PathLike, output: str | os.PathLike, type: str =
     """Write ``model`` (HF LLaMA directory) as a single GGUF file at ``output``."""
     import gguf
     from gguf import GGMLQuantizationType as Q
-    from gguf import LlamaFileType
+    from gguf import LlamaFileType, TokenType
 
     started = time.perf_counter()
     if type not in TYPES:
@@ -184,7 +184,8 @@ def export_gguf(model: str | os.PathLike, output: str | os.PathLike, type: str =
                 value = value[0] if value else None
             if value is not None:
                 add(int(value))
-        writer.add_unk_token_id(0)
+        if TokenType.UNKNOWN in token_types:
+            writer.add_unk_token_id(token_types.index(TokenType.UNKNOWN))
         writer.add_add_bos_token(True)
         writer.add_add_eos_token(False)
         quantized = fallback = 0

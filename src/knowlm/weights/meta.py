@@ -132,13 +132,15 @@ def convert_meta(
     if tokenizer and not Path(tokenizer).is_file():
         raise KnowlmError(f"tokenizer file not found: {tokenizer}")
 
-    bar = progress_bar(len(plan), "convert", progress)
+    bar = progress_bar(sum(s.total_bytes for s in shards), "convert", progress)
     with atomic_dir(output) as tmp:
         writer = ShardedWriter(tmp, max_shard_size)
         try:
             for hf_name, make in plan:
-                writer.add(hf_name, make().to(out_dtype))
-                bar.update(1)
+                tensor = make()
+                writer.add(hf_name, tensor.to(out_dtype))
+                bar.update(tensor.numel() * tensor.element_size())
+                del tensor
             writer.close()
         finally:
             writer.abort()

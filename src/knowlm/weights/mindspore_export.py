@@ -23,7 +23,15 @@ from pathlib import Path
 import torch
 
 from knowlm.errors import KnowlmError
-from knowlm.weights.tensor_io import Checkpoint, chunk_ranges, dtype_from_name, progress_bar, read_config, tensor_bytes
+from knowlm.weights.tensor_io import (
+    DEFAULT_CHUNK_BYTES,
+    Checkpoint,
+    chunk_ranges,
+    dtype_from_name,
+    progress_bar,
+    read_config,
+    tensor_bytes,
+)
 
 MS_TYPES = {torch.float32: "Float32", torch.float16: "Float16", torch.bfloat16: "BFloat16", torch.float64: "Float64",
             torch.int64: "Int64", torch.int32: "Int32", torch.int8: "Int8", torch.uint8: "UInt8", torch.bool: "Bool"}
@@ -114,7 +122,7 @@ def export_mindspore(model: str | os.PathLike, output: str | os.PathLike, dtype:
                 per_elem = dt.itemsize
                 pieces: list[list[tuple[int, int]]] = [[]]
                 size = 0
-                for start, stop in chunk_ranges(info, min(SLICE_BYTES, 64 << 20)):
+                for start, stop in chunk_ranges(info, min(SLICE_BYTES, DEFAULT_CHUNK_BYTES)):
                     if pieces[-1] and size + (stop - start) * per_elem > SLICE_BYTES:
                         pieces.append([])
                         size = 0

@@ -54,7 +54,7 @@ DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".gguf", ".ckpt", ".h5", ".msgpack")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-DEFAULT_CHUNK_BYTES = 64 << 20
+DEFAULT_CHUNK_BYTES = 8 << 20  # measured: 64 MiB chunks tripled peak RSS and were slower
 
 
 def dtype_from_name(name: str | None) -> torch.dtype | None:
@@ -492,7 +492,7 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True):
-    """A tqdm bar over bytes (quiet when disabled or not in a terminal)."""
+    """A tqdm bar over bytes (off when disabled, and when stderr is not a terminal)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=True if not enabled else None, leave=False)

@@ -111,7 +111,7 @@ class DistantLabeller:
         for index, unit_links in sorted(by_unit.items()):
             candidates = candidate_triples(self.graph, unit_links)
             self.counts["candidate_triples"] += len(candidates)
-            kept = self.filter.apply(self.graph, candidates)
+            kept = self.filter.apply(self.graph, candidates, units[index])
             self.counts["triples"] += len(kept)
             named += [self._names(t) for t in kept]
             if kept or (self.config.keep_empty and len(unit_links) >= 2):

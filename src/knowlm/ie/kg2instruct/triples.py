@@ -18,11 +18,16 @@ class Triple:
 
 @dataclass
 class RelationRule:
-    """Per-relation rules (all optional): drop it, or demand closeness / linking confidence."""
+    """Per-relation rules (all optional): drop it, demand closeness or linking confidence, or
+    demand a trigger word in the sentence (keyword-constrained distant supervision)."""
 
     drop: bool = False
     max_char_distance: int | None = None
     min_confidence: float | None = None
+    keywords: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.keywords = tuple(k.lower() for k in self.keywords or ())
 
 
 @dataclass
@@ -32,7 +37,7 @@ class TripleFilter:
     min_confidence: float = 0.0
     drops: Counter = field(default_factory=Counter)
 
-    def reason_to_drop(self, graph: KnowledgeGraph, triple: Triple) -> str | None:
+    def reason_to_drop(self, graph: KnowledgeGraph, triple: Triple, sentence: str = "") -> str | None:
         head, tail = graph.entities[triple.head.entity], graph.entities[triple.tail.entity]
         if head.id == tail.id:
             return "self_relation"
@@ -49,13 +54,15 @@ class TripleFilter:
             gap = max(a.start, b.start) - min(a.end, b.end)
             if gap > rule.max_char_distance:
                 return "relation_rule_distance"
+        if rule.keywords and not any(k in sentence.lower() for k in rule.keywords):
+            return "relation_rule_keyword"
         return None
 
-    def apply(self, graph: KnowledgeGraph, candidates: list[Triple]) -> list[Triple]:
+    def apply(self, graph: KnowledgeGraph, candidates: list[Triple], sentence: str = "") -> list[Triple]:
         kept: list[Triple] = []
         seen: set[tuple[str, str, str]] = set()
         for triple in candidates:
-            reason = self.reason_to_drop(graph, triple)
+            reason = self.reason_to_drop(graph, triple, sentence)
             key = (triple.head.entity, triple.relation, triple.tail.entity)
             inverse = (triple.tail.entity, triple.relation, triple.head.entity)
             if reason is None and key in seen:
@@ -81,3 +88,18 @@ def candidate_triples(graph: KnowledgeGraph, linked: list[Linked]) -> list[Tripl
                 out.append(Triple(head, relation, tail))
     out.sort(key=lambda t: (min(t.head.mention.start, t.tail.mention.start), t.head.mention.start, t.relation))
     return out
+
+
+def load_rules(path) -> dict[str, RelationRule]:
+    """Rules from YAML/JSON ``{relation: {drop, max_char_distance, min_confidence, keywords}}``."""
+    from pathlib import Path
+
+    import yaml
+
+    from knowlm.errors import KnowlmError
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return {name: RelationRule(**(spec or {})) for name, spec in raw.items()}
+    except (OSError, yaml.YAMLError, TypeError, AttributeError) as exc:
+        raise KnowlmError(f"cannot read rules {path}: {exc}") from None

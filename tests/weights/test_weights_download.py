@@ -1,0 +1,67 @@
+"""Checksum lists (md5sum / sha256sum) verified offline against a local tree; offline download fails clearly."""
+
+import hashlib
+
+import pytest
+
+from knowlm.cli.main import main
+from knowlm.errors import KnowlmError
+from knowlm.weights import download, parse_checksum_file, verify_checksums
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    root = tmp_path / "model"
+    (root / "sub").mkdir(parents=True)
+    files = {"pytorch_model-00001-of-00002.bin": b"shard one" * 1000, "pytorch_model-00002-of-00002.bin": b"shard two",
+             "sub/tokenizer.model": b"\x00spm"}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return root, files
+
+
+def _write_list(path, files, algorithm, star=False):
+    lines = [f"{hashlib.new(algorithm, data).hexdigest()}  {'*' if star else ''}{name}" for name, data in files.items()]
+    path.write_text("# published checksums\n" + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("algorithm,star", [("md5", False), ("sha256", True)])
+def test_verify_accepts_md5sum_and_sha256sum_lists(tree, tmp_path, algorithm, star):
+    root, files = tree
+    listing = _write_list(tmp_path / f"{algorithm}.txt", files, algorithm, star)
+    assert {a for a, _ in parse_checksum_file(listing).values()} == {algorithm}
+    report = verify_checksums(root, listing)
+    assert sorted(report.verified) == sorted(files)
+
+
+def test_mismatch_and_missing_files_are_named(tree, tmp_path):
+    root, files = tree
+    listing = _write_list(tmp_path / "md5.txt", files, "md5")
+    (root / "pytorch_model-00002-of-00002.bin").write_bytes(b"shard tw0")
+    with pytest.raises(KnowlmError, match=r"pytorch_model-00002-of-00002\.bin: md5 mismatch"):
+        verify_checksums(root, listing)
+    (root / "sub" / "tokenizer.model").unlink()
+    (root / "pytorch_model-00002-of-00002.bin").write_bytes(files["pytorch_model-00002-of-00002.bin"])
+    with pytest.raises(KnowlmError, match=r"sub/tokenizer\.model: listed .* but not found"):
+        verify_checksums(root, listing)
+    (tmp_path / "garbage.txt").write_text("not a checksum line\n")
+    with pytest.raises(KnowlmError, match="garbage.txt:1"):
+        verify_checksums(root, tmp_path / "garbage.txt")
+
+
+def test_cli_verify_and_offline_download(tree, tmp_path, capsys, monkeypatch):
+    root, files = tree
+    listing = _write_list(tmp_path / "sha.txt", files, "sha256")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["weights", "verify", str(root), "--checksums", str(listing)])
+    assert exit_info.value.code == 0
+    assert "All 3 listed files" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["weights", "download", "zjunlp/OneKE", "--output", str(tmp_path / "dl"), "--include", "*.json"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "offline" in err and "\n" not in err
+    with pytest.raises(KnowlmError, match="not available offline"):
+        download("zjunlp/OneKE", tmp_path / "dl2", offline=True)
