@@ -115,6 +115,15 @@ def run_ours(corpus: Path, tokenizer_dir: str, out_prefix: str, workers: int, **
                                  workers=workers, seq_len=1024, **kw))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the pool workers): a figure
+    the other jobs on a shared machine disturb much less than wall-clock time."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def tokenizer_for_bench(work: Path) -> str:
     from knowlm.models.tiny import build_tokenizer
 
@@ -137,13 +146,13 @@ def main() -> None:
         size_mb = corpus.stat().st_size / 1e6
         print(f"corpus: {size_mb:.1f} MB, {docs} documents; workers: {args.workers}; cpus: {os.cpu_count()}")
 
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), cpu_seconds()
         base_tokens = run_baseline(corpus, tok, str(work / "baseline"), args.workers)
-        base_s = time.perf_counter() - start
+        base_s, base_cpu = time.perf_counter() - start, cpu_seconds() - cpu0
 
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), cpu_seconds()
         side = run_ours(corpus, tok, str(work / "ours"), args.workers)
-        ours_s = time.perf_counter() - start
+        ours_s, ours_cpu = time.perf_counter() - start, cpu_seconds() - cpu0
         ours_tokens = side["counts"]["tokens"]
 
         base_tps, ours_tps = base_tokens / base_s, ours_tokens / ours_s
@@ -162,10 +171,13 @@ def main() -> None:
             baseline_seconds=base_s,
             baseline_tokens=base_tokens,
             baseline_tokens_per_s=base_tps,
+            baseline_cpu_seconds=base_cpu,
             knowlm_seconds=ours_s,
             knowlm_tokens=ours_tokens,
             knowlm_dropped=json.dumps(side["dropped"]),
             knowlm_tokens_per_s=ours_tps,
+            knowlm_cpu_seconds=ours_cpu,
+            cpu_ratio_baseline_over_knowlm=base_cpu / ours_cpu,
             knowlm_packing_efficiency=side["packing_efficiency"],
             **extra,
         )

@@ -42,3 +42,24 @@ def test_invariants_on_random_documents():
         for s in samples[:-1]:
             pos += s
             assert pos in bounds or any(a < pos < b for a, b in long_spans)
+
+
+def test_best_fit_packs_whole_pieces_without_overlap():
+    from knowlm.data.packing import best_fit
+
+    assert best_fit([6, 2, 5, 3], 8) == [[0, 1], [2, 3]]
+    assert best_fit([], 8) == []
+    rng = random.Random(1)
+    best_total = greedy_total = 0
+    for _ in range(200):
+        seq_len = rng.randint(4, 64)
+        pieces = [rng.randint(1, seq_len) for _ in range(rng.randint(0, 60))]
+        samples = best_fit(pieces, seq_len)
+        flat = sorted(i for s in samples for i in s)
+        assert flat == list(range(len(pieces)))  # every piece exactly once, never split
+        assert all(sum(pieces[i] for i in s) <= seq_len and s == sorted(s) for s in samples)
+        assert [s[0] for s in samples] == sorted(s[0] for s in samples)
+        best_total += len(samples)
+        greedy_total += len(pack_lengths(pieces, seq_len))  # next fit in corpus order
+        assert best_fit(pieces, seq_len) == samples  # deterministic
+    assert best_total < 0.85 * greedy_total

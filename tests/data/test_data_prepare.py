@@ -212,3 +212,21 @@ def test_resume_after_kill_9_is_byte_identical(tmp_path, tiny_tokenizer_dir, mon
             got, want = got.replace(b"killed", b"X"), want.replace(b"fresh", b"X")
         assert got == want, ext
     assert not work.exists()
+
+
+def test_best_fit_packing_moves_whole_pieces(tmp_path, tiny_tokenizer_dir):
+    from knowlm.data.packing import best_fit
+
+    texts = make_docs(50, seed=6)
+    src = write_jsonl(tmp_path / "c.jsonl", texts)
+    common = dict(seq_len=96, min_sample_tokens=1, filter=FilterConfig(enabled=False), dedup=DedupConfig("none"))
+    doc = prepare(config(tmp_path, [src], tiny_tokenizer_dir, name="doc", **common))
+    best = prepare(config(tmp_path, [src], tiny_tokenizer_dir, name="best", pack="best-fit", **common))
+    pieces = [IndexedDataset(tmp_path / "doc")[i].tolist() for i in range(doc["counts"]["sequences"])]
+    ds = IndexedDataset(tmp_path / "best")
+    expected = [sum((pieces[i] for i in s), []) for s in best_fit([len(p) for p in pieces], 96)]
+    assert [ds[i].tolist() for i in range(len(ds))] == expected  # whole pieces, corpus order inside a sample
+    assert ds.num_documents == len(ds) and int(ds.sizes.max()) <= 96
+    assert best["counts"]["tokens"] == doc["counts"]["tokens"] == ds.num_tokens
+    assert best["inputs"][0]["sequences"] == len(ds) and best["pack"] == "best-fit"
+    assert best["packing_efficiency"] > doc["packing_efficiency"]

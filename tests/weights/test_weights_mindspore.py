@@ -73,10 +73,18 @@ def test_suffix_must_be_ckpt(tiny_model_dir, tmp_path):
 @pytest.mark.optin
 def test_mindspore_load_checkpoint_reads_it(tiny_model_dir, tmp_path):
     """Needs mindspore (800 MB wheel): KNOWLM_OPTIN=1."""
+    import knowlm.weights.mindspore_export as mse
+
     ms = pytest.importorskip("mindspore")
     source = state_of(tiny_model_dir)
     summary = export_mindspore(tiny_model_dir, tmp_path / "tiny.ckpt")
-    params = ms.load_checkpoint(str(tmp_path / "tiny.ckpt"))
-    assert set(params) == set(summary.names.values())
-    for hf_name, ms_name in summary.names.items():
-        np.testing.assert_array_equal(params[ms_name].asnumpy(), source[hf_name].numpy())
+    mse.SLICE_BYTES, saved = 100_000, mse.SLICE_BYTES  # and with the embedding split into same-tag slices
+    try:
+        export_mindspore(tiny_model_dir, tmp_path / "sliced.ckpt")
+    finally:
+        mse.SLICE_BYTES = saved
+    for name in ("tiny.ckpt", "sliced.ckpt"):
+        params = ms.load_checkpoint(str(tmp_path / name))
+        assert set(params) == set(summary.names.values())
+        for hf_name, ms_name in summary.names.items():
+            np.testing.assert_array_equal(params[ms_name].asnumpy(), source[hf_name].numpy())

@@ -37,7 +37,8 @@ def prepare_cmd(
     max_dup_ngram_ratio: float = typer.Option(0.5, "--max-dup-ngram-ratio", help="Filter: max share of words in repeated 5-grams."),
     blocklist: Optional[Path] = typer.Option(None, "--blocklist", help="File of blocked terms, one per line (default: built-in list)."),
     min_sample_tokens: int = typer.Option(8, "--min-sample-tokens", help="Drop (and count) samples shorter than this."),
-    pack: str = typer.Option("document", "--pack", help="document: samples never cross documents; stream: short documents share samples."),
+    pack: str = typer.Option("document", "--pack", help="document: samples never cross documents; stream: consecutive documents share samples; "
+                      "best-fit: whole sentence-cut pieces bin-packed into samples (densest)."),
 ) -> None:
     """Prepare a pretraining corpus: clean, filter, dedup, split sentences, pack, tokenize in parallel.
 

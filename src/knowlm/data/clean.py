@@ -21,6 +21,7 @@ from knowlm.errors import KnowlmError
 # C0/C1 controls except \t and \n, plus zero-width characters and the BOM.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
 _TRAILING_WS = re.compile(r"[ \t\u3000]+\n")
+_UNTIDY = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]|[ \t\u3000]\n|\n\n\n")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _WORD = re.compile(r"[A-Za-z]+|[\u3400-\u4dbf\u4e00-\u9fff]|\d+")
 _WS_RUN = re.compile(r"\s+")
@@ -107,8 +108,10 @@ def load_blocklist(path: str | Path) -> list[str]:
 
 def clean_text(text: str, normalization: str = "NFC") -> str:
     """Normalise Unicode, drop control/zero-width characters, tidy line ends and blank lines."""
-    if normalization:
+    if normalization and not unicodedata.is_normalized(normalization, text):
         text = unicodedata.normalize(normalization, text)
+    if not _UNTIDY.search(text):  # the common case: nothing to remove or rewrite
+        return text.strip()
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     text = _TRAILING_WS.sub("\n", text)
@@ -118,7 +121,7 @@ def clean_text(text: str, normalization: str = "NFC") -> str:
 
 def dedup_key_text(text: str) -> str:
     """What exact de-duplication compares: case-folded with whitespace collapsed."""
-    return _WS_RUN.sub(" ", text.casefold()).strip()
+    return " ".join(text.casefold().split())  # str.split() splits on exactly what re's \s matches
 
 
 class Blocklist:
@@ -136,10 +139,13 @@ class Blocklist:
             self._automaton.make_automaton()
 
     def count(self, text: str) -> int:
+        return len(self.hits(text.lower()))
+
+    def hits(self, lower: str) -> list[int]:
+        """End positions of the counted matches in an already lower-cased text."""
         if not self.terms:
-            return 0
-        lower = text.lower()
-        hits = 0
+            return []
+        out = []
         for end, term in self._automaton.iter(lower):
             start = end - len(term) + 1
             if term[0].isascii() and term[0].isalnum():
@@ -147,8 +153,8 @@ class Blocklist:
                     end + 1 < len(lower) and lower[end + 1].isascii() and lower[end + 1].isalnum()
                 ):
                     continue
-            hits += 1
-        return hits
+            out.append(end)
+        return out
 
 
 def _dup_ngram_ratio(words: list[str], n: int) -> float:

@@ -46,3 +46,40 @@ def with_special_tokens(sentence_lengths: list[int], bos: bool, eos: bool) -> li
     lens[0] += int(bos)
     lens[-1] += int(eos)
     return lens
+
+
+def best_fit(lengths: Sequence[int], seq_len: int) -> list[list[int]]:
+    """Bin-pack whole pieces into samples of at most ``seq_len`` tokens, best-fit decreasing.
+
+    Pieces are taken longest first (ties: earlier first) and each goes into the open sample with
+    the least room that still fits it, else into a new sample. Returns samples as lists of piece
+    indices; inside a sample the pieces keep corpus order, and samples are ordered by their first
+    piece, so the result depends only on ``lengths``. A piece longer than ``seq_len`` is an error:
+    cut documents with :func:`pack_lengths` first.
+    """
+    from bisect import bisect_left
+
+    if any(n > seq_len for n in lengths):
+        raise ValueError("a piece is longer than seq_len")
+    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
+    samples: list[list[int]] = []
+    room: list[int] = []  # free tokens of the open samples, ascending
+    owner: list[int] = []  # the sample each entry of ``room`` belongs to
+    for i in order:
+        n = lengths[i]
+        k = bisect_left(room, n)
+        if k == len(room):
+            target, free = len(samples), seq_len - n
+            samples.append([i])
+        else:
+            free = room.pop(k) - n
+            target = owner.pop(k)
+            samples[target].append(i)
+        if free > 0:
+            k = bisect_left(room, free)
+            room.insert(k, free)
+            owner.insert(k, target)
+    for sample in samples:
+        sample.sort()
+    samples.sort(key=lambda s: s[0])
+    return samples

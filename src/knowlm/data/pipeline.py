@@ -30,15 +30,16 @@ import numpy as np
 from knowlm.data.clean import FilterConfig
 from knowlm.data.dedup import DedupConfig, Deduplicator
 from knowlm.data.indexed import IndexedDatasetWriter, concat_shards, dtype_for_vocab
-from knowlm.data.packing import pack_lengths, with_special_tokens
+from knowlm.data.packing import best_fit, pack_lengths, with_special_tokens
 from knowlm.data.sources import Source, expand_inputs, iter_chunks
+from knowlm.data.vectorized import char_table
 from knowlm.data.worker import ChunkResult, WorkerConfig, init_worker, process_chunk
 from knowlm.errors import KnowlmError
 from knowlm.utils.atomic import atomic_dir, atomic_write
 from knowlm.utils.hashing import sha256_file
 
 SIDECAR_FORMAT = "knowlm-indexed-dataset/1"
-PACK_MODES = ("document", "stream")
+PACK_MODES = ("document", "stream", "best-fit")
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer.model",
@@ -55,8 +56,12 @@ class PrepareConfig:
     """Everything that decides the output (``workers`` only decides the speed).
 
     pack: "document" (samples never cross documents: one indexed-dataset document per input
-    document, as DESIGN §3 says) or "stream" (consecutive documents of a chunk share samples,
-    each sample is its own indexed-dataset document: denser packing for corpora of short documents).
+    document, as DESIGN §3 says), "stream" (consecutive documents of a chunk share samples,
+    each sample is its own indexed-dataset document: denser packing for corpora of short documents)
+    or "best-fit" (each document is cut greedily at sentence boundaries into pieces of at most
+    seq_len, BOS/EOS as in "document"; the whole pieces of a chunk are then bin-packed best-fit
+    decreasing into samples; each sample is its own indexed-dataset document, as Megatron does for
+    packed data. Densest; a document's pieces may land in non-adjacent samples).
     min_sample_tokens: shorter samples are dropped and counted.
     """
 
@@ -71,6 +76,7 @@ class PrepareConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     min_sample_tokens: int = 8
     pack: str = "document"
+    pack_window: int = 16384  # best-fit: pieces packed together at most (a chunk rarely has more)
     chunk_docs: int = 2000
     chunk_bytes: int = 4 << 20
 
@@ -83,6 +89,8 @@ class PrepareConfig:
             raise KnowlmError(f"--lang must be auto, zh or en, got {self.lang!r}")
         if self.pack not in PACK_MODES:
             raise KnowlmError(f"--pack must be one of {', '.join(PACK_MODES)}, got {self.pack!r}")
+        if self.pack_window < 1:
+            raise KnowlmError("pack_window must be at least 1")
         if self.min_sample_tokens < 0:
             raise KnowlmError("--min-sample-tokens must be >= 0")
 
@@ -137,6 +145,7 @@ def _sidecar_settings(config: PrepareConfig, tokenizer, dtype) -> dict:
         "dtype": np.dtype(dtype).name,
         "seq_len": config.seq_len,
         "pack": config.pack,
+        **({"pack_window": config.pack_window} if config.pack == "best-fit" else {}),
         "min_sample_tokens": config.min_sample_tokens,
         "json_key": config.json_key,
         "lang": config.lang,
@@ -189,24 +198,44 @@ class _ChunkWriter:
             pieces += [bos_arr, res.tokens[t0 : int(tok_end[i])], eos_arr]
             lens = with_special_tokens(res.sent_lens[s0 : int(sent_end[i])].tolist(), self.bos is not None, self.eos is not None)
             doc_stream_lens.append(sum(lens))
-            if cfg.pack == "document":
+            if cfg.pack == "stream":
+                stream_sentences += lens
+            else:
                 samples = pack_lengths(lens, cfg.seq_len)
                 sample_lens += samples
                 doc_counts.append(len(samples))
-            else:
-                stream_sentences += lens
+        perm = None  # token order of the samples, as indices into ``stream`` (None: stream order)
         if cfg.pack == "stream":
             sample_lens = pack_lengths(stream_sentences, cfg.seq_len)
             doc_counts = [1] * len(sample_lens)
+        elif cfg.pack == "best-fit":
+            piece_lens = np.asarray(sample_lens, dtype=np.int64)
+            piece_start = np.concatenate([[0], np.cumsum(piece_lens)[:-1]]) if len(piece_lens) else piece_lens
+            bins = []
+            for lo in range(0, len(sample_lens), cfg.pack_window):  # bounded work and memory per window
+                bins += [[lo + i for i in b] for b in best_fit(sample_lens[lo : lo + cfg.pack_window], cfg.seq_len)]
+            order = np.asarray([i for b in bins for i in b], dtype=np.int64)
+            sample_lens = [int(piece_lens[b].sum()) for b in bins]
+            doc_counts = [1] * len(sample_lens)
+            lens_in_order = piece_lens[order]
+            out_start = np.concatenate([[0], np.cumsum(lens_in_order)[:-1]]) if len(order) else order
+            perm = np.repeat(piece_start[order] - out_start, lens_in_order) + np.arange(int(lens_in_order.sum()))
 
         stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
         lengths = np.asarray(sample_lens, dtype=np.int64)
         keep = lengths >= max(cfg.min_sample_tokens, 1)
-        token_keep = np.repeat(keep, lengths)
+        token_keep = np.repeat(keep, lengths)  # in sample order
         doc_of_token = np.repeat(np.arange(len(kept)), np.asarray(doc_stream_lens, dtype=np.int64))
         sample_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+        if perm is not None:
+            stream = stream[perm]
+            stream_keep = np.zeros(len(perm), dtype=bool)
+            stream_keep[perm] = token_keep
+            sample_first = perm[sample_start] if len(sample_start) else sample_start
+        else:
+            stream_keep, sample_first = token_keep, sample_start
         kept_sources = res.doc_sources[kept] if kept else np.zeros(0, dtype=np.int16)
-        tokens_per_doc = np.bincount(doc_of_token[token_keep], minlength=len(kept))
+        tokens_per_doc = np.bincount(doc_of_token[stream_keep], minlength=len(kept))
         # Samples per document after dropping short ones; documents left with none are not written.
         owner = np.repeat(np.arange(len(doc_counts)), np.asarray(doc_counts, dtype=np.int64))
         counts = np.bincount(owner[keep], minlength=len(doc_counts))
@@ -218,7 +247,7 @@ class _ChunkWriter:
             "documents": np.bincount(kept_sources, minlength=self.n_sources).tolist(),
             "tokens": np.bincount(kept_sources, weights=tokens_per_doc, minlength=self.n_sources).astype(np.int64).tolist(),
             "sequences": np.bincount(
-                kept_sources[doc_of_token[sample_start[keep]]] if keep.any() else np.zeros(0, dtype=np.int64),
+                kept_sources[doc_of_token[sample_first[keep]]] if keep.any() else np.zeros(0, dtype=np.int64),
                 minlength=self.n_sources,
             ).tolist(),
             "short_samples": int((~keep).sum()),
@@ -280,6 +309,7 @@ def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None =
     n_chunks = 0
     pool = None
     if config.workers > 1:
+        char_table()  # forked workers inherit the character table instead of each building it
         pool = _pool_context().Pool(config.workers, initializer=init_worker, initargs=(tokenizer, wconfig, True))
     else:
         init_worker(tokenizer, wconfig)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from knowlm.data.clean import Blocklist, FilterConfig, clean_text, quality_reason
+from knowlm.data.clean import Blocklist, FilterConfig, clean_text
 from knowlm.data.dedup import DedupConfig, exact_key, minhash_signature
-from knowlm.data.sentences import detect_lang, sentence_offsets
 from knowlm.data.sources import Chunk
+from knowlm.data.vectorized import ChunkText, char_table, quality_reasons
 
 
 @dataclass
@@ -65,6 +66,7 @@ def init_worker(tokenizer, config: WorkerConfig, subprocess: bool = False) -> No
     _STATE["tokenizer"] = tokenizer
     _STATE["config"] = config
     _STATE["blocklist"] = Blocklist(config.filter.terms()) if config.filter.enabled else None
+    char_table()  # built once (with fork, already built by the parent)
 
 
 def _decode(line: bytes, fmt: str, key: str) -> tuple[str | None, str | None]:
@@ -105,6 +107,11 @@ def _token_lengths(encoding, offsets: list[int], n_tokens: int) -> list[int]:
     return cuts
 
 
+def backend_of(tokenizer):
+    """The Rust tokenizer behind a fast Hugging Face tokenizer, or None."""
+    return getattr(tokenizer, "backend_tokenizer", None)
+
+
 def process_chunk(chunk: Chunk) -> ChunkResult:
     config: WorkerConfig = _STATE["config"]
     tokenizer = _STATE["tokenizer"]
@@ -117,36 +124,58 @@ def process_chunk(chunk: Chunk) -> ChunkResult:
             dropped[reason] = np.zeros(n_sources, dtype=np.int64)
         dropped[reason][sid] += 1
 
-    texts, sources, keys, chars = [], [], [], 0
+    texts, sources = [], []
     fcfg, dcfg = config.filter, config.dedup
+    normalization = fcfg.normalization if fcfg.enabled else ""
     for line, sid in zip(chunk.blob.split(b"\n")[:-1], chunk.sources.tolist()):
         text, reason = _decode(line, config.formats[sid], config.json_key)
-        if text is not None:
-            text = clean_text(text, fcfg.normalization if fcfg.enabled else "")
-            if not text.strip():
-                reason = "empty"
-            elif fcfg.enabled:
-                reason = quality_reason(text, fcfg, _STATE["blocklist"])
         if reason is not None:
             drop(reason, sid)
             continue
         texts.append(text)
         sources.append(sid)
-        chars += len(text)
-        if dcfg.mode == "exact":
-            keys.append(exact_key(text))
-        elif dcfg.mode == "minhash":
-            keys.append(minhash_signature(text, dcfg.num_perm, dcfg.shingle))
+
+    # Whole-chunk numpy passes instead of per-document regexes (see knowlm.data.vectorized).
+    analysis = ChunkText.build(texts)
+    untidy = analysis.untidy().tolist()
+    cleaned = [
+        clean_text(t, normalization) if dirty or (normalization and not unicodedata.is_normalized(normalization, t)) else t.strip()
+        for t, dirty in zip(texts, untidy)
+    ]
+    if any(a is not b for a, b in zip(cleaned, texts)):  # str.strip() returns the same object when it strips nothing
+        nonempty = [i for i, t in enumerate(cleaned) if t]
+        for i in range(len(cleaned)):
+            if not cleaned[i]:
+                drop("empty", sources[i])
+        texts = [cleaned[i] for i in nonempty]
+        sources = [sources[i] for i in nonempty]
+        analysis = ChunkText.build(texts)
+    if fcfg.enabled and texts:
+        reasons = quality_reasons(analysis, fcfg, _STATE["blocklist"])
+        keep = [i for i, r in enumerate(reasons) if r is None]
+        for i, r in enumerate(reasons):
+            if r is not None:
+                drop(r, sources[i])
+    else:
+        keep = list(range(len(texts)))
+    langs = analysis.langs() if config.lang == "auto" else [config.lang] * len(texts)
+    offsets = analysis.boundaries(langs) if backend_of(tokenizer) is not None else None
+    texts = [texts[i] for i in keep]
+    sources = [sources[i] for i in keep]
+    chars = sum(map(len, texts))
+    if dcfg.mode == "exact":
+        keys = [exact_key(t) for t in texts]
+    elif dcfg.mode == "minhash":
+        keys = [minhash_signature(t, dcfg.num_perm, dcfg.shingle) for t in texts]
 
     ids: list[int] = []
     doc_tokens, sent_lens, doc_sents = [], [], []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = backend_of(tokenizer)
     if backend is not None and texts:
         encodings = backend.encode_batch(texts, add_special_tokens=False)
-        for text, enc in zip(texts, encodings):
-            lang = config.lang if config.lang != "auto" else detect_lang(text)
+        for i, enc in zip(keep, encodings):
             doc_ids = enc.ids
-            lens = _token_lengths(enc, sentence_offsets(text, lang), len(doc_ids))
+            lens = _token_lengths(enc, offsets[i], len(doc_ids))
             ids.extend(doc_ids)
             doc_tokens.append(len(doc_ids))
             sent_lens.extend(lens)

@@ -37,8 +37,8 @@ def demo_stage_sft(workdir: str | Path, model_dir: str | Path, data_file: str | 
 
     cfg = SFTConfig(
         model=str(model_dir), data=[str(data_file or resource_path("sft_sample.jsonl"))],
-        output=str(Path(workdir) / "sft"), method="lora", lora_r=8, lora_alpha=16, micro_batch_size=4,
-        max_steps=steps, learning_rate=3e-3, cutoff_len=384, logging_steps=2, val_size=4,
+        output=str(Path(workdir) / "sft"), method="lora", lora_r=8, lora_alpha=16, micro_batch_size=2,
+        max_steps=steps, learning_rate=5e-3, cutoff_len=384, logging_steps=2, val_size=4,
         group_by_length=True, strategy="single", overwrite=True,
     )
     summary = sft(cfg, quiet=True)

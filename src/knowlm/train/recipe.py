@@ -110,10 +110,11 @@ def prepare_output(cfg: TrainConfig, is_main: bool) -> Path | None:
     latest = ckpt.latest_checkpoint(output)
     if cfg.resume:
         return latest
-    if cfg.overwrite and is_main and output.exists():
-        shutil.rmtree(ckpt.checkpoint_root(output), ignore_errors=True)
-        for name in ("metrics.jsonl", "train_summary.json", "loss.png"):
-            (output / name).unlink(missing_ok=True)
+    if cfg.overwrite:
+        if is_main and output.exists():  # other ranks only read the directory much later
+            shutil.rmtree(ckpt.checkpoint_root(output), ignore_errors=True)
+            for name in ("metrics.jsonl", "train_summary.json", "loss.png"):
+                (output / name).unlink(missing_ok=True)
     elif latest is not None or (output / "metrics.jsonl").exists():
         raise KnowlmError(f"{output} holds an earlier run; pass --resume to continue it or --overwrite to start over")
     return None
@@ -325,7 +326,7 @@ def check_adapter(directory: Path) -> int:
     with safe_open(str(path), framework="pt") as handle:
         keys = list(handle.keys())
         for key in keys:
-            numel += handle.get_slice(key).get_shape() and math.prod(handle.get_slice(key).get_shape())
+            numel += math.prod(handle.get_slice(key).get_shape())
     if not keys or numel == 0:
         raise KnowlmError(f"saved adapter {path} is empty ({len(keys)} tensors, {numel} values)")
     return numel

@@ -1,16 +1,15 @@
 """Order-dependent selectors: exact + near-duplicate removal (MinHash LSH) and ROUGE-L diversity.
 
 Both keep the first of a group and compare each item only with items already kept, using an
-index instead of all pairs: datasketch's LSH for MinHash signatures (the corpus pipeline's keys,
-``knowlm.data.dedup``), and prefix filtering for ROUGE-L (``knowlm.instruct.rouge_index``).
+index instead of all pairs: LSH bands over batched MinHash signatures (``knowlm.instruct.minhash``,
+exact keys from the corpus pipeline's ``knowlm.data.dedup``), and prefix filtering for ROUGE-L
+(``knowlm.instruct.rouge_index``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
-
-import numpy as np
 
 from knowlm.instruct.rouge_index import RougeIndex, document_frequencies
 from knowlm.instruct.selectors.base import Decision, SelectContext, Selector, need
@@ -46,38 +45,31 @@ class DedupSelector(Selector):
         need(self.num_perm >= 16 and self.shingle >= 1, "dedup: num_perm must be >= 16 and shingle >= 1")
 
     def decide(self, records: list[dict], context: SelectContext) -> list[Decision]:
-        from datasketch import LeanMinHash, MinHashLSH
+        from knowlm.data.dedup import exact_key
+        from knowlm.instruct.minhash import BandIndex, band_params, signatures
 
-        from knowlm.data.dedup import SCHEME, exact_key, minhash_signature
-
+        texts = [record_text(r, self.field) for r in records]
+        index = None
+        if self.near:
+            # The bands are tuned for a lower similarity than asked so that pairs just above the
+            # threshold are rarely missed; every candidate is then confirmed on its full signature.
+            bands, rows = band_params(max(0.05, self.threshold - 0.15), self.num_perm, (0.3, 0.7))
+            index = BandIndex(signatures(texts, self.num_perm, self.shingle), bands, rows)
         seen: dict[int, int] = {}
-        # The LSH bands are tuned for a lower similarity than asked so that pairs just above the
-        # threshold are rarely missed; every candidate is then confirmed on its full signature.
-        lsh_threshold = max(0.05, self.threshold - 0.15)
-        lsh = MinHashLSH(threshold=lsh_threshold, num_perm=self.num_perm, weights=(0.3, 0.7)) if self.near else None
-        signatures: dict[int, np.ndarray] = {}
         out = []
-        for i, record in enumerate(_progress(records, context.progress, "dedup")):
-            text = record_text(record, self.field)
+        for i, text in enumerate(_progress(texts, context.progress, "dedup")):
             if self.exact:
                 key = exact_key(text)
                 if key in seen:
                     out.append(Decision(False, {"duplicate_of": seen[key], "similarity": 1.0}, "exact_duplicate"))
                     continue
                 seen[key] = i
-            if lsh is not None:
-                signature = minhash_signature(text, self.num_perm, self.shingle)
-                sketch = LeanMinHash(seed=1, hashvalues=signature, scheme=SCHEME)
-                best, best_j = 0.0, None
-                for j in lsh.query(sketch):  # candidates; confirm with the signature estimate
-                    similarity = float(np.mean(signatures[j] == signature))
-                    if similarity > best:
-                        best, best_j = similarity, j
-                if best_j is not None and best >= self.threshold:
-                    out.append(Decision(False, {"duplicate_of": best_j, "similarity": round(best, 4)}, "near_duplicate"))
+            if index is not None:
+                similarity, match = index.best_match(i)
+                if match is not None and similarity >= self.threshold:
+                    out.append(Decision(False, {"duplicate_of": match, "similarity": round(similarity, 4)}, "near_duplicate"))
                     continue
-                lsh.insert(i, sketch, check_duplication=False)
-                signatures[i] = signature
+                index.add(i)
             out.append(Decision(True, None))
         return out
 
