@@ -129,6 +129,11 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> Path:
     merged = report.run("merge LoRA + export GGUF", lambda: weights.demo_stage(workdir, pretrained_dir, tuned["output"]), echo)
     merged_dir = Path(merged["merged_model"])
     report.run("extract + evaluate after tuning", lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after"), echo)
+    report.run(
+        "extract + evaluate after tuning, schema-constrained decoding",
+        lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after-constrained", constrained=True),
+        echo,
+    )
     report.run("run example cases", lambda: stage_cases(merged_dir, workdir), echo)
     report.run("knowledge editing (ROME)", lambda: edit.demo_stage(workdir, merged_dir), echo)
     report.run("serve: /generate, chat completion, /extract", lambda: serve.demo_stage(workdir, merged_dir), echo)

@@ -1,6 +1,7 @@
 """Greedy packing invariants."""
 
 import random
+from itertools import accumulate
 
 from knowlm.data import pack_lengths
 from knowlm.data.packing import with_special_tokens
@@ -44,22 +45,28 @@ def test_invariants_on_random_documents():
             assert pos in bounds or any(a < pos < b for a, b in long_spans)
 
 
-def test_best_fit_packs_whole_pieces_without_overlap():
+def test_best_fit_packs_whole_sentences_without_overlap():
     from knowlm.data.packing import best_fit
 
-    assert best_fit([6, 2, 5, 3], 8) == [[0, 1], [2, 3]]
+    assert best_fit([[3, 3], [6], [2]], 8) == [[(0, 0, 6), (2, 0, 2)], [(1, 0, 6)]]
+    assert best_fit([[5], [3, 4]], 8) == [[(0, 0, 5), (1, 0, 3)], [(1, 3, 4)]]  # a prefix fills a sample exactly
+    assert best_fit([[3, 20]], 8) == [[(0, 0, 3), (0, 19, 4)], [(0, 3, 8)], [(0, 11, 8)]]
     assert best_fit([], 8) == []
     rng = random.Random(1)
-    best_total = greedy_total = 0
+    packed = greedy = 0
     for _ in range(200):
         seq_len = rng.randint(4, 64)
-        pieces = [rng.randint(1, seq_len) for _ in range(rng.randint(0, 60))]
-        samples = best_fit(pieces, seq_len)
-        flat = sorted(i for s in samples for i in s)
-        assert flat == list(range(len(pieces)))  # every piece exactly once, never split
-        assert all(sum(pieces[i] for i in s) <= seq_len and s == sorted(s) for s in samples)
-        assert [s[0] for s in samples] == sorted(s[0] for s in samples)
-        best_total += len(samples)
-        greedy_total += len(pack_lengths(pieces, seq_len))  # next fit in corpus order
-        assert best_fit(pieces, seq_len) == samples  # deterministic
-    assert best_total < 0.85 * greedy_total
+        docs = [[rng.randint(1, seq_len + 10) for _ in range(rng.randint(1, 6))] for _ in range(rng.randint(0, 30))]
+        samples = best_fit(docs, seq_len)
+        assert all(0 < sum(n for _, _, n in s) <= seq_len for s in samples)
+        for d, sents in enumerate(docs):  # a document is its pieces in placement order, cut at sentence ends
+            pieces = sorted((i, off, n) for i, s in enumerate(samples) for doc, off, n in s if doc == d)
+            pieces.sort(key=lambda p: p[1])
+            assert [off for _, off, _ in pieces] == list(accumulate([0] + [n for _, _, n in pieces]))[:-1]
+            assert sum(n for _, _, n in pieces) == sum(sents)
+            ends = set(accumulate(sents))
+            assert all(off + n in ends or any(x > seq_len for x in sents) for _, off, n in pieces)
+        assert best_fit(docs, seq_len) == samples  # deterministic
+        packed += len(samples)
+        greedy += sum(len(pack_lengths(d, seq_len)) for d in docs)  # one document per sample
+    assert packed < 0.9 * greedy

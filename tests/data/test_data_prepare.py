@@ -215,18 +215,33 @@ def test_resume_after_kill_9_is_byte_identical(tmp_path, tiny_tokenizer_dir, mon
 
 
 def test_best_fit_packing_moves_whole_pieces(tmp_path, tiny_tokenizer_dir):
-    from knowlm.data.packing import best_fit
+    from knowlm.data.packing import best_fit, pack_lengths
 
     texts = make_docs(50, seed=6)
     src = write_jsonl(tmp_path / "c.jsonl", texts)
     common = dict(seq_len=96, min_sample_tokens=1, filter=FilterConfig(enabled=False), dedup=DedupConfig("none"))
     doc = prepare(config(tmp_path, [src], tiny_tokenizer_dir, name="doc", **common))
     best = prepare(config(tmp_path, [src], tiny_tokenizer_dir, name="best", pack="best-fit", **common))
-    pieces = [IndexedDataset(tmp_path / "doc")[i].tolist() for i in range(doc["counts"]["sequences"])]
+    plain = IndexedDataset(tmp_path / "doc")
+    docs = [np.concatenate(plain.document(j)).tolist() for j in range(plain.num_documents)]
     ds = IndexedDataset(tmp_path / "best")
-    expected = [sum((pieces[i] for i in s), []) for s in best_fit([len(p) for p in pieces], 96)]
+    # the sentence lengths are not stored: recover them as the document-mode cut does not need them;
+    # instead check that every sample is whole pieces of documents, in the order best_fit says
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    from knowlm.data.vectorized import ChunkText
+    from knowlm.data.worker import piece_chars, tokenize
+    chunk = ChunkText.build(texts)
+    _, _, sent, n_sent = tokenize(tok.backend_tokenizer, texts, chunk.boundaries(chunk.langs()), piece_chars(tok.backend_tokenizer))
+    bounds = np.concatenate([[0], np.cumsum(n_sent)])
+    sentences = [sent[bounds[j] : bounds[j + 1]].tolist() for j in range(len(texts))]
+    for s in sentences:
+        s[0] += 1
+        s[-1] += 1
+    assert [sum(s) for s in sentences] == [len(d) for d in docs]
+    expected = [sum((docs[d][off : off + n] for d, off, n in sample), []) for sample in best_fit(sentences, 96)]
     assert [ds[i].tolist() for i in range(len(ds))] == expected  # whole pieces, corpus order inside a sample
     assert ds.num_documents == len(ds) and int(ds.sizes.max()) <= 96
     assert best["counts"]["tokens"] == doc["counts"]["tokens"] == ds.num_tokens
     assert best["inputs"][0]["sequences"] == len(ds) and best["pack"] == "best-fit"
     assert best["packing_efficiency"] > doc["packing_efficiency"]
+    assert len(pack_lengths([len(d) for d in docs], 96)) > 0

@@ -79,3 +79,22 @@ def test_quality_reasons_equal_reference():
             got = quality_reasons(ChunkText.build(chunk_texts), config, block)
             assert got == [quality_reason(t, config, block) for t in chunk_texts]
             assert len(set(got)) >= 5
+
+
+def test_token_offsets_from_the_vocabulary_equal_offset_tracking(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from knowlm.data.worker import piece_chars, tokenize
+
+    backend = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir)).backend_tokenizer
+    table = piece_chars(backend)
+    assert table is not None and table.min() >= -1
+    rng = random.Random(2)
+    texts = [t.strip() or "x" for t in random_texts(rng, 200)] + ["<s> a special token inside.", "\u2581starts with it. Yes."]
+    chunk = ChunkText.build(texts)
+    offsets = chunk.boundaries(chunk.langs())
+    fast = tokenize(backend, texts, offsets, table)
+    tracked = tokenize(backend, texts, offsets, None)
+    for a, b in zip(fast, tracked):
+        assert a.tolist() == b.tolist()
+    assert fast[0].tolist() == [i for e in backend.encode_batch(texts, add_special_tokens=False) for i in e.ids]

@@ -225,11 +225,12 @@ def test_endpoint_wrong_key_fails_fast():
 
 
 def test_kg2instruct_generator(tmp_path):
-    from knowlm.resources import path
+    from knowlm import resources
 
-    parts = path("parts")
+    corpus = tmp_path / "corpus.jsonl"  # the first documents of the bundled corpus keep it quick
+    corpus.write_text("".join(resources.corpus_path().read_text(encoding="utf-8").splitlines(keepends=True)[:12]), encoding="utf-8")
     out = tmp_path / "kg.jsonl"
-    stats = kg_instructions([parts / "corpus_en.jsonl"], [parts / "kg_en.jsonl"], out, schema_path=parts / "kg_schema_en.json")
+    stats = kg_instructions([corpus], [resources.kg_path()], out, schema_path=resources.kg_schema_path())
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     _check_alpaca(records, "kg2instruct")
     assert stats["records"] == len(records) and stats["triples"] > 0

@@ -60,6 +60,9 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not os.path.exists("/dev/nvidiactl"):
+        # DeepSpeed (imported by transformers when installed) otherwise warns on every command of a CPU machine.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     try:
         app(args=argv, prog_name="knowlm")
     except KnowlmError as exc:

@@ -48,38 +48,62 @@ def with_special_tokens(sentence_lengths: list[int], bos: bool, eos: bool) -> li
     return lens
 
 
-def best_fit(lengths: Sequence[int], seq_len: int) -> list[list[int]]:
-    """Bin-pack whole pieces into samples of at most ``seq_len`` tokens, best-fit decreasing.
+def best_fit(documents: Sequence[Sequence[int]], seq_len: int) -> list[list[tuple[int, int, int]]]:
+    """Pack documents (their sentence lengths, BOS/EOS included) into samples of at most ``seq_len``.
 
-    Pieces are taken longest first (ties: earlier first) and each goes into the open sample with
-    the least room that still fits it, else into a new sample. Returns samples as lists of piece
-    indices; inside a sample the pieces keep corpus order, and samples are ordered by their first
-    piece, so the result depends only on ``lengths``. A piece longer than ``seq_len`` is an error:
-    cut documents with :func:`pack_lengths` first.
+    Documents are taken in order. What is left of a document goes whole into the open sample with
+    the least room that holds it (best fit); if no open sample holds it, a prefix of its sentences
+    that fills some open sample exactly is cut off and put there; otherwise it starts a new sample
+    (cut greedily at sentence boundaries when longer than ``seq_len``). A sentence longer than
+    ``seq_len`` is first cut at token boundaries into pieces that fit. So every piece is a run of
+    whole sentences, no sample exceeds the limit, and a document is its pieces in placement order.
+
+    Returns the samples (ordered by when they were opened) as lists of pieces
+    ``(document index, token offset in the document, tokens)`` in placement (= corpus) order.
     """
-    from bisect import bisect_left
+    from bisect import bisect_left, bisect_right
+    from itertools import accumulate
 
-    if any(n > seq_len for n in lengths):
-        raise ValueError("a piece is longer than seq_len")
-    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: (-lengths[i], i))
-    samples: list[list[int]] = []
+    if seq_len < 1:
+        raise ValueError("seq_len must be at least 1")
+    samples: list[list[tuple[int, int, int]]] = []
     room: list[int] = []  # free tokens of the open samples, ascending
     owner: list[int] = []  # the sample each entry of ``room`` belongs to
-    for i in order:
-        n = lengths[i]
-        k = bisect_left(room, n)
-        if k == len(room):
-            target, free = len(samples), seq_len - n
-            samples.append([i])
-        else:
-            free = room.pop(k) - n
-            target = owner.pop(k)
-            samples[target].append(i)
-        if free > 0:
-            k = bisect_left(room, free)
-            room.insert(k, free)
-            owner.insert(k, target)
-    for sample in samples:
-        sample.sort()
-    samples.sort(key=lambda s: s[0])
+    for d, sentence_lengths in enumerate(documents):
+        sents: list[int] = []
+        for n in sentence_lengths:
+            while n > seq_len:
+                sents.append(seq_len)
+                n -= seq_len
+            if n > 0:
+                sents.append(n)
+        pos = offset = 0
+        while pos < len(sents):
+            prefix = list(accumulate(sents[pos:]))
+            total = prefix[-1]
+            target = count = None
+            k = bisect_left(room, total) if total <= seq_len else len(room)
+            if k < len(room):  # the rest of the document fits whole into an open sample
+                target, count = k, len(prefix)
+            else:  # a prefix that fills an open sample exactly
+                for j, tokens in enumerate(prefix[:-1]):
+                    if tokens > seq_len:
+                        break
+                    k = bisect_left(room, tokens)
+                    if k < len(room) and room[k] == tokens:
+                        target, count = k, j + 1  # keep looking: a longer exact fill is better
+            if target is None:
+                count = len(prefix) if total <= seq_len else max(1, sum(1 for t in prefix if t <= seq_len))
+                sample, free = len(samples), seq_len - prefix[count - 1]
+                samples.append([])
+            else:
+                free = room.pop(target) - prefix[count - 1]
+                sample = owner.pop(target)
+            samples[sample].append((d, offset, prefix[count - 1]))
+            if free > 0:  # equal rooms stay in opening order: ties go to the older sample
+                k = bisect_right(room, free)
+                room.insert(k, free)
+                owner.insert(k, sample)
+            pos += count
+            offset += prefix[count - 1]
     return samples

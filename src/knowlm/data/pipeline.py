@@ -58,10 +58,10 @@ class PrepareConfig:
     pack: "document" (samples never cross documents: one indexed-dataset document per input
     document, as DESIGN §3 says), "stream" (consecutive documents of a chunk share samples,
     each sample is its own indexed-dataset document: denser packing for corpora of short documents)
-    or "best-fit" (each document is cut greedily at sentence boundaries into pieces of at most
-    seq_len, BOS/EOS as in "document"; the whole pieces of a chunk are then bin-packed best-fit
-    decreasing into samples; each sample is its own indexed-dataset document, as Megatron does for
-    packed data. Densest; a document's pieces may land in non-adjacent samples).
+    or "best-fit" (the documents of a chunk, BOS/EOS as in "document", are bin-packed best-fit
+    into samples, cut only at sentence boundaries: see packing.best_fit; each sample is its own
+    indexed-dataset document, as Megatron does for packed data. Densest; a document's pieces may
+    land in non-adjacent samples).
     min_sample_tokens: shorter samples are dropped and counted.
     """
 
@@ -76,7 +76,7 @@ class PrepareConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     min_sample_tokens: int = 8
     pack: str = "document"
-    pack_window: int = 16384  # best-fit: pieces packed together at most (a chunk rarely has more)
+    pack_window: int = 16384  # best-fit: documents packed together at most (a chunk has at most chunk_docs)
     chunk_docs: int = 2000
     chunk_bytes: int = 4 << 20
 
@@ -176,7 +176,6 @@ class _ChunkWriter:
     def write(self, res: ChunkResult) -> None:
         cfg = self.config
         n_docs = len(res.doc_tokens)
-        tok_end = np.cumsum(res.doc_tokens)
         sent_end = np.cumsum(res.doc_sents)
         dropped = {k: v.copy() for k, v in res.dropped.items()}
         kept, kept_keys = [], []
@@ -188,20 +187,40 @@ class _ChunkWriter:
             if res.keys is not None:
                 kept_keys.append(res.keys[i])
 
-        bos_arr = np.asarray([self.bos] if self.bos is not None else [], dtype=np.int32)
-        eos_arr = np.asarray([self.eos] if self.eos is not None else [], dtype=np.int32)
-        pieces, doc_stream_lens, sample_lens, doc_counts = [], [], [], []
-        stream_sentences: list[int] = []
-        for i in kept:
-            t0 = int(tok_end[i] - res.doc_tokens[i])
+        # The kept documents' token stream, BOS/EOS around each, built with array writes.
+        kept_arr = np.asarray(kept, dtype=np.int64)
+        has_bos, has_eos = self.bos is not None, self.eos is not None
+        doc_stream_lens = res.doc_tokens[kept_arr].astype(np.int64) + int(has_bos) + int(has_eos)
+        first = np.cumsum(doc_stream_lens) - doc_stream_lens
+        stream = np.empty(int(doc_stream_lens.sum()), dtype=np.int32)
+        is_text = np.ones(len(stream), dtype=bool)
+        if has_bos:
+            stream[first] = self.bos
+            is_text[first] = False
+        if has_eos:
+            stream[first + doc_stream_lens - 1] = self.eos
+            is_text[first + doc_stream_lens - 1] = False
+        kept_mask = np.zeros(n_docs, dtype=bool)
+        kept_mask[kept_arr] = True
+        stream[is_text] = res.tokens[np.repeat(kept_mask, res.doc_tokens)]
+
+        def sentences(j: int) -> list[int]:
+            """Sentence lengths of the j-th kept document, BOS/EOS included."""
+            i = kept[j]
             s0 = int(sent_end[i] - res.doc_sents[i])
-            pieces += [bos_arr, res.tokens[t0 : int(tok_end[i])], eos_arr]
-            lens = with_special_tokens(res.sent_lens[s0 : int(sent_end[i])].tolist(), self.bos is not None, self.eos is not None)
-            doc_stream_lens.append(sum(lens))
-            if cfg.pack == "stream":
-                stream_sentences += lens
-            else:
-                samples = pack_lengths(lens, cfg.seq_len)
+            return with_special_tokens(res.sent_lens[s0 : int(sent_end[i])].tolist(), has_bos, has_eos)
+
+        sample_lens, doc_counts = [], []
+        stream_sentences: list[int] = []
+        doc_sentences: list[list[int]] = []
+        if cfg.pack == "stream":
+            for j in range(len(kept)):
+                stream_sentences += sentences(j)
+        elif cfg.pack == "best-fit":
+            doc_sentences = [sentences(j) for j in range(len(kept))]
+        else:  # a document that fits one sample needs no sentence lengths
+            for j, n in enumerate(doc_stream_lens.tolist()):
+                samples = pack_lengths(sentences(j), cfg.seq_len) if n > cfg.seq_len else ([n] if n else [])
                 sample_lens += samples
                 doc_counts.append(len(samples))
         perm = None  # token order of the samples, as indices into ``stream`` (None: stream order)
@@ -209,19 +228,18 @@ class _ChunkWriter:
             sample_lens = pack_lengths(stream_sentences, cfg.seq_len)
             doc_counts = [1] * len(sample_lens)
         elif cfg.pack == "best-fit":
-            piece_lens = np.asarray(sample_lens, dtype=np.int64)
-            piece_start = np.concatenate([[0], np.cumsum(piece_lens)[:-1]]) if len(piece_lens) else piece_lens
-            bins = []
-            for lo in range(0, len(sample_lens), cfg.pack_window):  # bounded work and memory per window
-                bins += [[lo + i for i in b] for b in best_fit(sample_lens[lo : lo + cfg.pack_window], cfg.seq_len)]
-            order = np.asarray([i for b in bins for i in b], dtype=np.int64)
-            sample_lens = [int(piece_lens[b].sum()) for b in bins]
+            doc_start = np.concatenate([[0], np.cumsum(doc_stream_lens)[:-1]]).astype(np.int64) if kept else np.zeros(0, np.int64)
+            spans = []  # (start in the stream, tokens) of every piece, in sample order
+            sample_lens = []
+            for lo in range(0, len(doc_sentences), cfg.pack_window):  # bounded work and memory per window
+                for sample in best_fit(doc_sentences[lo : lo + cfg.pack_window], cfg.seq_len):
+                    spans += [(int(doc_start[lo + d]) + off, n) for d, off, n in sample]
+                    sample_lens.append(sum(n for _, _, n in sample))
             doc_counts = [1] * len(sample_lens)
-            lens_in_order = piece_lens[order]
-            out_start = np.concatenate([[0], np.cumsum(lens_in_order)[:-1]]) if len(order) else order
-            perm = np.repeat(piece_start[order] - out_start, lens_in_order) + np.arange(int(lens_in_order.sum()))
+            span = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+            out_start = np.concatenate([[0], np.cumsum(span[:, 1])[:-1]]) if len(span) else span[:, 0]
+            perm = np.repeat(span[:, 0] - out_start, span[:, 1]) + np.arange(int(span[:, 1].sum()))
 
-        stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
         lengths = np.asarray(sample_lens, dtype=np.int64)
         keep = lengths >= max(cfg.min_sample_tokens, 1)
         token_keep = np.repeat(keep, lengths)  # in sample order

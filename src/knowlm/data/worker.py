@@ -9,6 +9,7 @@ tokenizer gives for its full text (no extra "▁" at every sentence start).
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import unicodedata
@@ -29,6 +30,7 @@ class WorkerConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     formats: tuple[str, ...] = ()  # per source: "json" | "text"
+    fast_offsets: bool = True  # read token offsets off the vocabulary when the tokenizer allows it
 
 
 @dataclass
@@ -66,6 +68,8 @@ def init_worker(tokenizer, config: WorkerConfig, subprocess: bool = False) -> No
     _STATE["tokenizer"] = tokenizer
     _STATE["config"] = config
     _STATE["blocklist"] = Blocklist(config.filter.terms()) if config.filter.enabled else None
+    backend = backend_of(tokenizer)
+    _STATE["piece_chars"] = piece_chars(backend) if backend is not None and config.fast_offsets else None
     char_table()  # built once (with fork, already built by the parent)
 
 
@@ -105,6 +109,117 @@ def _token_lengths(encoding, offsets: list[int], n_tokens: int) -> list[int]:
     if n_tokens > previous:
         cuts.append(n_tokens - previous)
     return cuts
+
+
+def piece_chars(backend) -> np.ndarray | None:
+    """Characters of text that each token id stands for, when the vocabulary alone tells it.
+
+    True for SentencePiece-style tokenizers (no normaliser, Metaspace pre-tokenizer that turns each
+    space into "▁" and prepends one "▁" to the text, BPE/Unigram pieces or <0xNN> byte fallback:
+    a byte token counts one character when it starts a UTF-8 sequence, else zero). Then token
+    offsets follow from the ids, and tokenization can skip tracking them (``encode_batch_fast``).
+    Added tokens get -1: documents containing them take the offset-tracking path.
+    """
+    from tokenizers import pre_tokenizers
+
+    pre = backend.pre_tokenizer
+    if backend.normalizer is not None or not isinstance(pre, pre_tokenizers.Metaspace):
+        return None
+    if pre.replacement != "\u2581" or pre.prepend_scheme != "first" or type(backend.model).__name__ not in ("BPE", "Unigram"):
+        return None
+    vocab = backend.get_vocab(with_added_tokens=True)
+    table = np.full(max(vocab.values()) + 1, -1, dtype=np.int64)
+    byte_fallback = bool(getattr(backend.model, "byte_fallback", False))
+    for piece, index in vocab.items():
+        if byte_fallback and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            value = int(piece[3:5], 16)
+            table[index] = 0 if 0x80 <= value < 0xC0 else 1
+        else:
+            table[index] = len(piece)
+    for index in backend.get_added_tokens_decoder():
+        if index < len(table):
+            table[index] = -1
+    return table
+
+
+def tokenize(backend, texts: list[str], offsets: list[list[int]], chars: np.ndarray | None):
+    """(ids int32, tokens per document, sentence lengths in tokens, sentences per document).
+
+    Documents are encoded whole; each sentence start (a character offset) goes before the token
+    containing it. With a ``piece_chars`` table the ids alone give the token offsets; a document
+    whose pieces do not add up to its text is re-encoded with offset tracking.
+    """
+    n_docs = len(texts)
+    if chars is None:
+        encodings = backend.encode_batch(texts, add_special_tokens=False)
+        fallback = list(range(n_docs))
+        ids = np.zeros(0, dtype=np.int32)
+        doc_tokens = np.zeros(n_docs, dtype=np.int64)
+    else:
+        encodings = backend.encode_batch_fast(texts, add_special_tokens=False)
+        per_doc = [e.ids for e in encodings]
+        doc_tokens = np.fromiter(map(len, per_doc), dtype=np.int64, count=n_docs)
+        ids = np.fromiter(itertools.chain.from_iterable(per_doc), dtype=np.int32, count=int(doc_tokens.sum()))
+        tok_start = np.concatenate([[0], np.cumsum(doc_tokens)[:-1]])
+        width = chars[np.minimum(ids, len(chars) - 1)]
+        width[ids >= len(chars)] = -1
+        text_len = np.fromiter(map(len, texts), dtype=np.int64, count=n_docs)
+        prepend = np.fromiter((not t.startswith("\u2581") for t in texts), dtype=np.int64, count=n_docs)
+        ok = doc_tokens > 0
+        nz = np.flatnonzero(ok)
+        if len(nz):
+            sums = np.add.reduceat(width, tok_start[nz])
+            mins = np.minimum.reduceat(width, tok_start[nz])
+            ok[nz] = (sums == text_len[nz] + prepend[nz]) & (mins >= 0)
+        fallback = np.flatnonzero(~ok).tolist()
+        # Character position (within the chunk's concatenated pre-tokenized texts) of each sentence start.
+        char_start = np.concatenate([[0], np.cumsum(text_len + prepend)[:-1]])
+        n_cuts = np.fromiter(map(len, offsets), dtype=np.int64, count=n_docs)
+        flat = np.fromiter(itertools.chain.from_iterable(offsets), dtype=np.int64, count=int(n_cuts.sum()))
+        cut_doc = np.repeat(np.arange(n_docs), n_cuts)
+        pos = flat + np.repeat(char_start + prepend, n_cuts)
+        # End of each token in chunk coordinates, computed per document (and clamped to it) so that a
+        # document the table cannot explain does not shift the ones after it.
+        span = text_len + prepend
+        local = np.cumsum(np.maximum(width, 0))
+        before = np.where(tok_start > 0, local[np.maximum(tok_start - 1, 0)], 0) if len(local) else np.zeros(n_docs, np.int64)
+        local -= np.repeat(before, doc_tokens)
+        tok_end = np.minimum(local, np.repeat(span, doc_tokens)) + np.repeat(char_start, doc_tokens)
+        cut_tok = np.searchsorted(tok_end, pos, side="right")  # the token holding that character
+        good = ok[cut_doc] & (cut_tok > tok_start[cut_doc])
+        bounds = np.unique(np.concatenate([tok_start, cut_tok[good], [len(ids)]]))
+        sent = np.diff(bounds)
+        doc_sents = np.diff(np.searchsorted(bounds, np.append(tok_start, len(ids))))
+        if not fallback:
+            return ids, doc_tokens, sent, doc_sents
+        encodings = backend.encode_batch([texts[i] for i in fallback], add_special_tokens=False)
+    # Offset tracking: for every document (no table), or for the few the table could not explain.
+    redo = dict(zip(fallback, encodings))
+    id_parts, sent_parts, tokens, sents = [], [], [], []
+    tok_pos = sent_pos = 0
+    for d in range(n_docs):
+        if d in redo:
+            enc = redo[d]
+            lens = _token_lengths(enc, offsets[d], len(enc.ids))
+            id_parts.append(np.asarray(enc.ids, dtype=np.int32))
+            sent_parts.append(np.asarray(lens, dtype=np.int64))
+            tokens.append(len(enc.ids))
+            sents.append(len(lens))
+        else:
+            n_tok, n_sent = int(doc_tokens[d]), int(doc_sents[d])
+            id_parts.append(ids[tok_pos : tok_pos + n_tok])
+            sent_parts.append(sent[sent_pos : sent_pos + n_sent])
+            tokens.append(n_tok)
+            sents.append(n_sent)
+        if chars is not None:  # the fast pass's arrays hold every document, explained or not
+            tok_pos += int(doc_tokens[d])
+            sent_pos += int(doc_sents[d])
+    return (
+        np.concatenate(id_parts) if id_parts else np.zeros(0, dtype=np.int32),
+        np.asarray(tokens, dtype=np.int64),
+        np.concatenate(sent_parts) if sent_parts else np.zeros(0, dtype=np.int64),
+        np.asarray(sents, dtype=np.int64),
+    )
 
 
 def backend_of(tokenizer):
@@ -172,14 +287,7 @@ def process_chunk(chunk: Chunk) -> ChunkResult:
     doc_tokens, sent_lens, doc_sents = [], [], []
     backend = backend_of(tokenizer)
     if backend is not None and texts:
-        encodings = backend.encode_batch(texts, add_special_tokens=False)
-        for i, enc in zip(keep, encodings):
-            doc_ids = enc.ids
-            lens = _token_lengths(enc, offsets[i], len(doc_ids))
-            ids.extend(doc_ids)
-            doc_tokens.append(len(doc_ids))
-            sent_lens.extend(lens)
-            doc_sents.append(len(lens))
+        ids, doc_tokens, sent_lens, doc_sents = tokenize(backend, texts, [offsets[i] for i in keep], _STATE.get("piece_chars"))
     elif texts:  # a slow (Python) tokenizer: tokenize sentence by sentence
         from knowlm.data.sentences import split_sentences
 
@@ -201,7 +309,7 @@ def process_chunk(chunk: Chunk) -> ChunkResult:
         key_array = None
     return ChunkResult(
         index=chunk.index,
-        tokens=np.asarray(ids, dtype=np.int32),
+        tokens=ids if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=np.int32),
         doc_tokens=np.asarray(doc_tokens, dtype=np.int64),
         sent_lens=np.asarray(sent_lens, dtype=np.int32),
         doc_sents=np.asarray(doc_sents, dtype=np.int32),

@@ -43,19 +43,26 @@ class RougeIndex:
         self.threshold = threshold
         self.df = dict(df or {})
         self.docs: list[Sequence[str]] = []
+        self.element_sets: list[frozenset] = []
         self.postings: dict[tuple[str, int], list[int]] = defaultdict(list)
         self.comparisons = 0  # exact LCS computations (for benchmarks and tests)
 
     def __len__(self) -> int:
         return len(self.docs)
 
-    def _prefix(self, tokens: Sequence[str]) -> list[tuple[str, int]]:
-        """Rarest ``n - ⌈t·n/(2-t)⌉ + 1`` elements: the least overlap any qualifying partner needs."""
+    @staticmethod
+    def _elements(tokens: Sequence[str]) -> list[tuple[str, int]]:
+        """The k-th occurrence of a word is its own element: set overlap = multiset overlap."""
         seen: dict[str, int] = defaultdict(int)
         elements = []
         for token in tokens:
             seen[token] += 1
             elements.append((token, seen[token]))
+        return elements
+
+    def _prefix(self, tokens: Sequence[str], elements: list[tuple[str, int]] | None = None) -> list[tuple[str, int]]:
+        """Rarest ``n - ⌈t·n/(2-t)⌉ + 1`` elements: the least overlap any qualifying partner needs."""
+        elements = list(elements if elements is not None else self._elements(tokens))
         elements.sort(key=lambda e: (self.df.get(e[0], 0), zlib.crc32(e[0].encode("utf-8")), e[0], e[1]))
         t = self.threshold
         need = max(1, math.ceil(t * len(tokens) / (2.0 - t) - 1e-9))
@@ -69,13 +76,19 @@ class RougeIndex:
             return 0.0, None
         t = self.threshold
         low, high = m * t / (2.0 - t) - 1e-9, m * (2.0 - t) / t + 1e-9
+        elements = self._elements(tokens)
+        mine = frozenset(elements)
         candidates: set[int] = set()
-        for element in self._prefix(tokens):
+        for element in self._prefix(tokens, elements):
             candidates.update(self.postings.get(element, ()))
         best, best_id = 0.0, None
         for doc_id in sorted(candidates):
             other = self.docs[doc_id]
-            if not low <= len(other) <= high:
+            n = len(other)
+            if not low <= n <= high:
+                continue
+            # LCS <= multiset overlap: a C-level set intersection rules out most candidates cheaply
+            if len(mine & self.element_sets[doc_id]) < max(t * (m + n) / 2.0 - 1e-9, best * (m + n) / 2.0):
                 continue
             self.comparisons += 1
             score = 2.0 * lcs_length(tokens, other) / (m + len(other))
@@ -88,8 +101,10 @@ class RougeIndex:
     def add(self, tokens: Sequence[str]) -> int:
         doc_id = len(self.docs)
         self.docs.append(tokens)
+        elements = self._elements(tokens)
+        self.element_sets.append(frozenset(elements))
         if tokens:
-            for element in self._prefix(tokens):
+            for element in self._prefix(tokens, elements):
                 self.postings[element].append(doc_id)
         return doc_id
 

@@ -18,6 +18,9 @@ from knowlm.models.manifest import write_manifest
 from knowlm.utils.atomic import atomic_dir
 
 
+TOKENIZER_FILES = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"}
+
+
 @dataclass
 class TinyConfig:
     vocab_size: int = 3000
@@ -110,7 +113,7 @@ def build_model(out_dir: str | Path, tokenizer_dir: str | Path | None = None, co
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.unk_token_id
         ).save_pretrained(str(tmp))
         for item in Path(tokenizer_dir).iterdir():
-            if item.is_file():
+            if item.is_file() and item.name in TOKENIZER_FILES:
                 shutil.copy2(item, tmp / item.name)
         shutil.rmtree(tmp / "_tok", ignore_errors=True)
         write_manifest(tmp, produced_by="knowlm.models.tiny", arguments=asdict(config), template="alpaca")
