@@ -112,7 +112,7 @@ def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> d
 def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> Path:
     import torch
 
-    from knowlm import data, edit, ie, serve, train, weights
+    from knowlm import data, edit, ie, instruct, serve, train, weights
 
     torch.set_num_threads(1)  # tiny models are overhead-bound: one thread is as fast, and far faster on a busy machine
     workdir = Path(workdir).resolve()
@@ -137,4 +137,5 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> Path:
     report.run("run example cases", lambda: stage_cases(merged_dir, workdir), echo)
     report.run("knowledge editing (ROME)", lambda: edit.demo_stage(workdir, merged_dir), echo)
     report.run("serve: /generate, chat completion, /extract", lambda: serve.demo_stage(workdir, merged_dir), echo)
+    report.run("select instructions (length, dedup, ROUGE-L, MTLD, language)", lambda: instruct.demo_stage(workdir, Path(kg["output"]) / "train.jsonl"), echo)
     return report.write()
