@@ -5,10 +5,9 @@ detection, sentence boundaries) cost more than the tokenization itself. Here a w
 cleaned documents is joined with ``"\\n"`` and turned into one array of code points; a
 per-code-point class table then gives every count with a few array passes. Results are exactly
 those of the reference functions in :mod:`knowlm.data.clean` and :mod:`knowlm.data.sentences`
-(tests compare them on random and edge-case text), with two documented approximations-free
-fallbacks: documents containing a character whose lower case is an ASCII letter although it is
-not one (U+0130, U+212A) use the reference n-gram check, and repeated n-grams are found by
-64-bit hashes (a false match needs a 64-bit collision).
+(tests compare them on random and edge-case text). Documents containing a character whose lower
+case is an ASCII letter although it is not one (U+0130, U+212A) use the reference n-gram check;
+repeated n-grams are found by 64-bit hashes (a false match needs a 64-bit collision).
 """
 
 from __future__ import annotations
