@@ -6,8 +6,8 @@ from rich.console import Console
 
 from knowlm.errors import KnowlmError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # summaries stay one line in logs; the terminal wraps them
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def parse_floats(value: str | None, flag: str) -> list[float] | None:
