@@ -131,7 +131,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> Path:
     report.run("extract + evaluate after tuning", lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after"), echo)
     report.run(
         "extract + evaluate after tuning, schema-constrained decoding",
-        lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after-constrained", constrained=True),
+        lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after-constrained", constrained=True, max_new_tokens=160),
         echo,
     )
     report.run("run example cases", lambda: stage_cases(merged_dir, workdir), echo)
