@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from knowlm.data.sentences import detect_lang  # one language detector for the whole project
 from knowlm.errors import KnowlmError
 
 VERSION = 1
@@ -21,11 +22,6 @@ def is_na(relation: Any) -> bool:
     return str(relation).strip().lower() in NA_RELATIONS
 
 
-def detect_lang(text: str) -> str:
-    """``zh`` when CJK characters make up a good part of the letters, else ``en``."""
-    cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf")
-    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
-    return "zh" if cjk and cjk * 3 >= latin else "en"
 
 
 def new_record(text: str, id: str | None = None, lang: str | None = None, source: str | None = None) -> dict:
