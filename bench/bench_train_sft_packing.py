@@ -38,13 +38,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--micro-batch-size", type=int, default=8)
     parser.add_argument("--cutoff-len", type=int, default=512)
+    parser.add_argument("--hidden-size", type=int, default=512,
+                        help="wide enough that, as in real LLMs, the linear layers (not attention) dominate the FLOPs")
     args = parser.parse_args()
 
     from knowlm.models.tiny import make_tiny
     from knowlm.train import SFTConfig, sft
 
     work = Path(tempfile.mkdtemp(prefix="bench-sft-"))
-    model = make_tiny(work / "model", hidden_size=128, intermediate_size=344, num_hidden_layers=4)
+    model = make_tiny(work / "model", hidden_size=args.hidden_size, intermediate_size=int(args.hidden_size * 2.6875),
+                      num_hidden_layers=2, num_attention_heads=max(1, args.hidden_size // 64), num_key_value_heads=max(1, args.hidden_size // 64))
     data = work / "mixed.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in mixed_length_records(2000)), encoding="utf-8")
 
