@@ -39,7 +39,7 @@ def test_bad_flags_exit_2(tiny_model_dir, capsys):
 
 @pytest.mark.slow
 def test_serve_process_answers_and_stops_on_sigterm(tiny_model_dir, tmp_path):
-    from knowlm.serve.server import free_port
+    from knowlm.utils.net import free_port
 
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KNOWLM_API_KEY": "k"}

@@ -46,7 +46,7 @@ def test_extraction_through_the_page_in_headless_chromium(ui_service, artifacts_
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from knowlm.serve.server import free_port
+    from knowlm.utils.net import free_port
     from knowlm.serve.webui import launch
 
     port = free_port()

@@ -58,12 +58,10 @@ def inspect(prefix: str | os.PathLike, plot: str | os.PathLike | None = None, sa
 
 
 def _plot(sizes: np.ndarray, seq_len: int, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from knowlm.utils.atomic import atomic_write
+    from knowlm.utils.plotting import pyplot
+
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.hist(sizes, bins=min(50, max(seq_len, 1)), range=(0, max(seq_len, 1)), color="#4C72B0")

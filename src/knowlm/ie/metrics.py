@@ -174,22 +174,14 @@ def format_table(report: dict) -> str:
 
 def plot_per_type(report: dict, path) -> None:
     """A bar chart of per-type F1 for every measure present (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from knowlm.utils.atomic import atomic_write
-
     import warnings
 
-    from matplotlib import font_manager
+    from knowlm.utils.atomic import atomic_write
+    from knowlm.utils.plotting import pyplot
 
-    # Chinese type names need a CJK font: use one when the system has it (else boxes, quietly).
-    cjk = [f.name for f in font_manager.fontManager.ttflist if any(k in f.name for k in ("WenQuanYi", "Noto Sans CJK", "Source Han", "SimHei"))]
-    family = [*dict.fromkeys(cjk), "DejaVu Sans"]
+    plt = pyplot()  # Chinese type names need the CJK font it selects when the system has one
     measures = measures_present(report) or ["entity"]
-    with warnings.catch_warnings(), plt.rc_context({"font.sans-serif": family, "font.family": "sans-serif"}):
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         fig, axes = plt.subplots(len(measures), 1, figsize=(8, 2.6 * len(measures) + 0.6), squeeze=False)
         for ax, m in zip(axes[:, 0], measures):

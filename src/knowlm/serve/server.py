@@ -138,12 +138,6 @@ def _stopped(signum, frame):
     raise _Stopped()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 class BackgroundServer:
     """uvicorn in a thread on a free loopback port: ``with BackgroundServer(app) as url: ...``."""
 

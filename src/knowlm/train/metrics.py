@@ -102,11 +102,10 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def plot_loss(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Path:
     """Draw training (and evaluation) loss against step."""
-    import matplotlib
+    from knowlm.utils.atomic import atomic_write
+    from knowlm.utils.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     records = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
@@ -122,8 +121,7 @@ def plot_loss(metrics_path: str | Path, png_path: str | Path, title: str = "") -
     ax.legend()
     fig.tight_layout()
     png_path = Path(png_path)
-    tmp = png_path.with_name(f".tmp-{png_path.name}")
-    fig.savefig(tmp, format="png")
+    with atomic_write(png_path, "wb") as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
-    os.replace(tmp, png_path)
     return png_path
