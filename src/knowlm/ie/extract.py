@@ -100,6 +100,7 @@ def extract_texts(
     schema: Any,
     lang: str = "auto",
     style: str = "json",
+    wording: str = "full",
     split_num: int | None = None,
     constrained: bool = False,
     params=None,
@@ -140,7 +141,7 @@ def extract_texts(
 
     # Budget for the text: context minus the longest prompt without text minus the answer.
     overhead = max(
-        _count(tokenizer, generator.prompt(*build_prompt(task, "", b, style=style, lang=lng))) for b in batches for lng in ("zh", "en")
+        _count(tokenizer, generator.prompt(*build_prompt(task, "", b, style=style, lang=lng, wording=wording))) for b in batches for lng in ("zh", "en")
     )
     budget = _context_budget(generator, overhead, params.max_new_tokens, max_input_tokens)
 
@@ -154,7 +155,7 @@ def extract_texts(
         n_chunks[d] = len(chunks)
         for offset, chunk in chunks:
             for sub in batches:
-                instruction, input_text = build_prompt(task, chunk, sub, style=style, lang=doc_lang)
+                instruction, input_text = build_prompt(task, chunk, sub, style=style, lang=doc_lang, wording=wording)
                 prompts.append(generator.prompt(instruction, input_text))
                 meta.append((d, offset, chunk, sub))
 
