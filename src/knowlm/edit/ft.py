@@ -28,9 +28,10 @@ def _parameters(model, hp) -> dict:
     chosen = {}
     for layer in hp.layers:
         for kind in hp.modules:
-            if kind == "mlp_out":
-                module = get_module(model, names.mlp_out.format(layer))
-                chosen[f"{names.mlp_out.format(layer)}.weight"] = module.weight
+            if kind == "mlp_out":  # weight and bias (GPT-2 has one), as EasyEdit's name match picks both
+                name = names.mlp_out.format(layer)
+                for pname, param in get_module(model, name).named_parameters():
+                    chosen[f"{name}.{pname}"] = param
             elif kind == "mlp":
                 mlp_name = names.mlp_out.format(layer).rsplit(".", 1)[0]
                 for pname, param in get_module(model, mlp_name).named_parameters():
