@@ -17,6 +17,17 @@ PROMPT = "The capital of {} is"
 REPHRASE = "{}'s capital city is"
 
 
+def checksum(model) -> str:
+    """sha256 over every tensor of the state dict: equal iff the weights are bit-identical."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def fact_lines() -> list[str]:
     lines = []
     for s, c in FACTS.items():

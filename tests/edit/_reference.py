@@ -61,15 +61,20 @@ def words_idxs(tok, templates, words):
     return out
 
 
-def reprs_at_idxs(model, tok, contexts, idxs, module_name, track):
-    store = {}
-    enc = tok(contexts, padding=True, return_tensors="pt")
+def traced_forward(model, module_name, enc) -> dict:
+    """nethook.Trace(retain_input, retain_output) around one no-grad forward."""
+    store: dict = {}
     handle = trace(model, module_name, store)
     try:
         with torch.no_grad():
             model(**enc)
     finally:
         handle.remove()
+    return store
+
+
+def reprs_at_idxs(model, tok, contexts, idxs, module_name, track):
+    store = traced_forward(model, module_name, tok(contexts, padding=True, return_tensors="pt"))
     res = {k: torch.stack([store[k][i][idx].mean(0) for i, idx in enumerate(idxs)]) for k in ("in", "out")}
     return (res["in"], res["out"]) if track == "both" else res[track]
 
@@ -85,14 +90,7 @@ def layer_mom2(model, tok, module_name, texts, max_length):
     """SecondMoment over every unpadded token of the texts, float32 (mom2_dtype), then / count."""
     mom2, count = None, 0
     for text in texts:
-        enc = tok(text, truncation=True, max_length=max_length, return_tensors="pt")
-        store = {}
-        handle = trace(model, module_name, store)
-        try:
-            with torch.no_grad():
-                model(**enc)
-        finally:
-            handle.remove()
+        store = traced_forward(model, module_name, tok(text, truncation=True, max_length=max_length, return_tensors="pt"))
         feats = store["in"][0].float()
         mom2 = feats.T @ feats if mom2 is None else mom2 + feats.T @ feats
         count += feats.shape[0]

@@ -81,6 +81,12 @@ def stats_corpus(stats_texts, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_stats_dir(tmp_path_factory) -> Path:
+    """One statistics cache for the session: entries are keyed by the weights, so tests share them safely."""
+    return tmp_path_factory.mktemp("edit-stats")
+
+
+@pytest.fixture(scope="session")
 def facts_corpus(tmp_path_factory) -> Path:
     import json
 
