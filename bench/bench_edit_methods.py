@@ -44,12 +44,13 @@ CAPITAL = ["The capital of {} is", "{}'s capital city is"]
 LANGUAGE = ["The official language of {} is", "People in {} speak"]
 WORLD = {"countries": 120, "hidden": 128, "ff": 384, "layers": 4, "steps": 1500, "seed": 0}
 
-COMMON = {"fact_token": "last", "context_templates": [[5, 5]], "mom2_n_samples": 1000, "mom2_max_length": 64}
+COMMON = {"fact_token": "last", "context_templates": [[5, 5]], "mom2_n_samples": 480, "mom2_max_length": 64}  # every line
 METHODS = {
     "rome": dict(COMMON, layers=[1], mom2_adjustment=True),
     "memit": dict(COMMON, layers=[1, 2], mom2_update_weight=1),
-    "alphaedit": dict(COMMON, layers=[1, 2], nullspace_threshold=3e-3, l2=1.0),
-    "ft": {"layers": [1], "objective": "prompt_last", "lr": 5e-3, "num_steps": 25, "norm_constraint": 5e-3, "batch_size": 1},
+    # null space: eigenvalues of C below 2e-3 (257 and 260 of the 384 key directions); RESULTS.md has 1.5e-3 and 3e-3
+    "alphaedit": dict(COMMON, layers=[1, 2], nullspace_threshold=2e-3, l2=1.0),
+    "ft": {"layers": [1], "objective": "prompt_last", "lr": 5e-3, "num_steps": 25, "norm_constraint": 0.0, "batch_size": 1},
     "grace": {"layers": [3], "n_iter": 30, "eps": 1.0},
 }
 

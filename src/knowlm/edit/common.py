@@ -14,6 +14,7 @@ once the *total* loss is below ``early_stop_loss``; ``delta`` is kept within
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ from knowlm.edit.layers import capture, edit_output, get_module
 from knowlm.edit.requests import EditRequest
 from knowlm.edit.tokens import encode_with_target, subject_last_token
 
-_TEMPLATE_CACHE: dict[tuple, list[list[str]]] = {}
+_TEMPLATE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {(spec, seed): groups}
 _STARTS = ["The", "Therefore", "Because", "I", "You"]
 
 
@@ -57,9 +58,10 @@ def context_templates(model, tokenizer, spec: list[list[int]], seed: int = 0) ->
     depend on what precedes the subject."""
     import torch
 
-    key = (id(model), tuple(map(tuple, spec)), seed)
-    if key in _TEMPLATE_CACHE:
-        return _TEMPLATE_CACHE[key]
+    cache = _TEMPLATE_CACHE.setdefault(model, {})
+    key = (tuple(map(tuple, spec)), seed)
+    if key in cache:
+        return cache[key]
     groups: list[list[str]] = [["{}"]]
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
@@ -79,7 +81,7 @@ def context_templates(model, tokenizer, spec: list[list[int]], seed: int = 0) ->
                 text = text.replace("\n\n", " ").replace("{", " ").replace("}", " ").strip()
                 group.append(f"{text}. {{}}")
             groups.append(group)
-    _TEMPLATE_CACHE[key] = groups
+    cache[key] = groups
     return groups
 
 

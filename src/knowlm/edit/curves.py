@@ -28,10 +28,12 @@ def plot_curve(metrics: dict | list[dict], path: str | Path, title: str | None =
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (edits so far)")
-    axes[0].legend(loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     model = runs[0].get("model", "")
     fig.suptitle(title or f"Lifelong editing 终身编辑 ({Path(model).name or 'model'})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path = Path(path)
     with atomic_write(path, mode="wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
