@@ -103,6 +103,7 @@ def test_cli_dataset_file_per_category_table(world_dir, tmp_path):
                    "--metrics", str(tmp_path / "m.json")])
     assert result.exit_code == 0, result.output
     assert "locality/Relation_Specificity" in result.output and "locality/Forgetfulness" in result.output
+    assert "KnowEdit: Edit Succ. 100.00; Locality " in result.output and "(Relation_Specificity " in result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert set(metrics["post"]["locality_by_category"]) == {"Relation_Specificity", "Forgetfulness"}
     assert set(metrics["knowedit"]) == {"edit_succ", "portability", "portability_by_category", "locality",

@@ -232,3 +232,15 @@ def test_short_statistics_corpus_warns_and_records_real_count(world, facts_corpu
                       stats_dir=tmp_path / "st", show_answers=False)
     info = result.metrics["statistics"]["model.layers.0.mlp.down_proj"]
     assert info == {"samples": 24, "requested_samples": 200, "tokens": info["tokens"]} and info["tokens"] > 24
+
+
+def test_fluency_before_and_after(world):
+    from _edit_world import request
+    from knowlm.edit import edit
+
+    model, tok = world
+    result = edit(model, tok, [request(0, 5)], method="ft", hparams="tiny", fluency=True, show_answers=False)
+    pre, post = result.metrics["pre"]["fluency"], result.metrics["post"]["fluency"]
+    assert 0 < pre < 10 and 0 < post < 10
+    assert result.metrics["knowedit"]["fluency"] == round(100 * post, 2)
+    assert "fluency (n-gram entropy)" in M.table(result.metrics["pre"], result.metrics["post"])

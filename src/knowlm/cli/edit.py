@@ -65,7 +65,7 @@ def edit_command(
 
     from knowlm.edit import edit, load_requests, save_edited
     from knowlm.edit.hparams import METHODS
-    from knowlm.edit.metrics import table
+    from knowlm.edit.metrics import knowedit_line, table
     from knowlm.models import load
     from knowlm.utils.atomic import atomic_write
 
@@ -105,6 +105,7 @@ def edit_command(
 
         plot_curve(m, plot)
     console.print(table(m["pre"], m["post"]), markup=False, highlight=False)
+    console.print(knowedit_line(m["knowedit"]), markup=False, highlight=False)
     post = m["post"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     where = f"saved the edited model and metrics.json to {output}" if output else "restored the original weights"

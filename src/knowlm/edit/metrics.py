@@ -160,3 +160,18 @@ def table(pre: dict, post: dict) -> str:
     if post.get("fluency") is not None or pre.get("fluency") is not None:
         lines.append(f"{'fluency (n-gram entropy)':<34}{fmt(pre.get('fluency'))}{fmt(post.get('fluency'))}")
     return "\n".join(lines)
+
+
+def knowedit_line(summary: dict) -> str:
+    """KnowEdit's figures in one line: ``Edit Succ. 100.00, Portability 50.00 (Reasoning 50.00), ...``."""
+    def part(label: str, key: str) -> str | None:
+        value = summary.get(key)
+        if value is None:
+            return None
+        cats = summary.get(f"{key}_by_category") or {}
+        detail = ", ".join(f"{c} {v:.2f}" for c, v in cats.items() if v is not None)
+        return f"{label} {value:.2f}" + (f" ({detail})" if detail and list(cats) != ["default"] else "")
+
+    parts = [part("Edit Succ.", "edit_succ"), part("Portability", "portability"), part("Locality", "locality"),
+             part("Fluency", "fluency")]
+    return "KnowEdit: " + "; ".join(p for p in parts if p)
