@@ -39,7 +39,9 @@ def diff_cmd(
                  else f"lossy {dtype} (largest error {s.max_abs_error:.3g})")
     console.print(f"Wrote the diff of {s.tensors} tensors to {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
                   f"recovery will be {exactness} and verified against per-tensor SHA-256."
-                  + (f" Base tensors not in the target were ignored: {len(s.ignored_base_tensors)}." if s.ignored_base_tensors else ""))
+                  + (f" Base tensors not in the target were ignored: {len(s.ignored_base_tensors)}." if s.ignored_base_tensors else "")
+                  + (f" Skipped {s.skipped_buffers} rotary_emb.inv_freq buffers (transformers 4.28 layout; rebuilt from the config on load)."
+                     if s.skipped_buffers else ""))
 
 
 @weights_app.command("recover")
@@ -47,8 +49,10 @@ def recover_cmd(
     base: Path = typer.Option(..., "--base", "-b", help="Base model directory the diff was made from."),
     diff: Path = typer.Option(..., "--diff", "-d", help="Diff directory (knowlm's, or KnowLM's original .bin diff)."),
     output: Path = typer.Option(..., "--output", "-o", help="Recovered model directory to write."),
-    expected_sum: Optional[float] = typer.Option(None, help="KnowLM's naive check for diffs without a manifest, e.g. 94052.2891 for ZhiXi-13B."),
-    sum_tolerance: float = typer.Option(1e-2, help="Absolute tolerance of --expected-sum."),
+    expected_sum: Optional[float] = typer.Option(
+        None, help="KnowLM's naive check, e.g. 94052.2891 for ZhiXi-13B: the float32 sum of the recovered state dict as "
+        "transformers 4.28 held it (rotary inv_freq buffers included, rebuilt from config.json if the base lacks them)."),
+    sum_tolerance: float = typer.Option(1e-2, help="Absolute tolerance of --expected-sum (KnowLM's atol)."),
     max_shard_size: str = typer.Option("5GB", help="Largest safetensors shard."),
 ) -> None:
     """Recover BASE + DIFF tensor by tensor and verify every tensor; nothing is written on failure.
@@ -59,10 +63,11 @@ def recover_cmd(
 
     s = recover(base, diff, output, expected_sum=expected_sum, sum_tolerance=sum_tolerance,
                 max_shard_size=max_shard_size, progress=True)
+    total = f"; KnowLM's naive sum {s.weight_sum:.4f}" if s.mode == "legacy" or expected_sum is not None else ""
+    skipped = (f" Skipped {s.skipped_buffers} rotary_emb.inv_freq buffers of the diff (transformers 4.28 layout; "
+               "recomputed from config.json on load)." if s.skipped_buffers else "")
     console.print(f"Recovered {s.tensors} tensors into {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
-                  f"verification: {s.verification}; sum of all weights {s.weight_sum:.4f}." if s.mode == "legacy" else
-                  f"Recovered {s.tensors} tensors into {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
-                  f"verification: {s.verification}.")
+                  f"verification: {s.verification}{total}.{skipped}")
 
 
 @weights_app.command("merge-lora")
