@@ -112,20 +112,33 @@ def convert_meta_cmd(
 
 @weights_app.command("export-gguf")
 def export_gguf_cmd(
-    model: Path = typer.Option(..., "--model", "-m", help="Hugging Face LLaMA directory with tokenizer.model."),
+    model: Path = typer.Option(..., "--model", "-m", help="Hugging Face LLaMA/Mistral/Qwen2 directory, or a PEFT LoRA adapter directory."),
     output: Path = typer.Option(..., "--output", "-o", help="GGUF file to write."),
-    type: str = typer.Option("f16", "--type", help="f16, q8_0 or f32."),
+    type: str = typer.Option("f16", "--type", help="f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1; with llama-cpp-python also "
+                             "K-quants and IQ types (q4_k_m, q5_k_m, q6_k, iq4_xs, ...). Adapters: f32, f16, bf16, q8_0."),
+    base: Optional[Path] = typer.Option(None, "--base", "-b", help="For an adapter: its base model directory (default: "
+                                        "base_model_name_or_path of adapter_config.json)."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix from llama-imatrix (K-quant/IQ types)."),
+    name: Optional[str] = typer.Option(None, "--name", help="general.name in the file (default: from the model card or directory)."),
 ) -> None:
-    """Export a LLaMA model to GGUF for llama.cpp (tokenizer included).
+    """Export a model to GGUF for llama.cpp (tokenizer, chat template and rope scaling included), or a LoRA adapter
+    to a GGUF adapter for llama.cpp's --lora.
 
-    Example: knowlm weights export-gguf --model zhixi-13b --output zhixi-13b-q8_0.gguf --type q8_0
+    Example: knowlm weights export-gguf --model zhixi-13b --output zhixi-13b-q4_k_m.gguf --type q4_k_m
     """
+    if (model / "adapter_config.json").is_file():
+        from knowlm.weights.gguf_lora import export_lora_gguf
+
+        a = export_lora_gguf(model, output, base=base, type=type, name=name)
+        console.print(f"Wrote the LoRA adapter ({a.pairs} A/B pairs, alpha {a.alpha:g}) as {a.type} to {a.output} "
+                      f"({_gib(a.bytes)}) in {a.seconds:.1f}s; use it with llama.cpp: llama-cli -m BASE.gguf --lora {a.output}")
+        return
     from knowlm.weights import export_gguf
 
-    s = export_gguf(model, output, type=type, progress=True)
-    extra = f" ({s.quantized} quantised, {s.fallback_f16} kept f16)" if s.type == "q8_0" else ""
-    console.print(f"Wrote {s.tensors} tensors{extra} as {s.type} to {s.output} ({_gib(s.bytes)}) in {s.seconds:.1f}s; "
-                  f"run it with llama.cpp: llama-cli -m {s.output}")
+    s = export_gguf(model, output, type=type, name=name, progress=True, imatrix=imatrix)
+    extra = f" ({s.quantized} matrices {s.type}, {s.fallback_f16} kept f16)" if s.quantized or s.fallback_f16 else ""
+    console.print(f"Wrote {s.tensors} tensors{extra} as {s.type} to {s.output} ({_gib(s.bytes)}) in {s.seconds:.1f}s "
+                  f"with the vocabulary from {s.tokenizer}; run it with llama.cpp: llama-cli -m {s.output}")
 
 
 @weights_app.command("export-mindspore")
