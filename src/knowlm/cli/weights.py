@@ -137,6 +137,8 @@ def export_gguf_cmd(
 
     s = export_gguf(model, output, type=type, name=name, progress=True, imatrix=imatrix)
     extra = f" ({s.quantized} matrices {s.type}, {s.fallback_f16} kept f16)" if s.quantized or s.fallback_f16 else ""
+    if s.mix:  # llama.cpp's quantizer mixes types per tensor
+        extra = " (matrices: " + ", ".join(f"{n} {kind}" for kind, n in sorted(s.mix.items())) + ")"
     console.print(f"Wrote {s.tensors} tensors{extra} as {s.type} to {s.output} ({_gib(s.bytes)}) in {s.seconds:.1f}s "
                   f"with the vocabulary from {s.tokenizer}; run it with llama.cpp: llama-cli -m {s.output}")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +276,7 @@ class GGUFSummary:
     fallback_f16: int
     seconds: float
     tokenizer: str = ""
+    mix: dict[str, int] = field(default_factory=dict)  # llama.cpp types: matrices per ggml type
 
 
 def export_gguf(model: str | os.PathLike, output: str | os.PathLike, type: str = "f16", name: str | None = None,

@@ -14,6 +14,8 @@ llama.cpp refuses to make without one (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, Q2_
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ctypes
 import os
 import struct
@@ -93,19 +95,36 @@ def _read_legacy_imatrix(path: Path) -> dict[str, np.ndarray]:
 
 
 class _Log:
-    """Collect llama.cpp's log lines (instead of flooding stderr) to quote the error on failure."""
+    """Collect llama.cpp's log lines while quantizing (instead of flooding stderr) to quote an error.
+
+    llama.cpp keeps the C function pointer: the ctypes callback must outlive every later llama.cpp
+    call, so one instance lives for the process, and llama-cpp-python's own logger is put back after.
+    """
+
+    _instance: "_Log | None" = None
 
     def __init__(self, llama_cpp):
-        self.lines: list[str] = []
+        self.llama_cpp = llama_cpp
+        self.lines: collections.deque[str] = collections.deque(maxlen=200)
+        self.callback = llama_cpp.llama_log_callback(lambda level, text, user_data: self.lines.append(text.decode("utf-8", "replace")))
 
-        def callback(level, text, user_data):
-            self.lines.append(text.decode("utf-8", "replace"))
-
-        self.callback = llama_cpp.llama_log_callback(callback)
-        llama_cpp.llama_log_set(self.callback, ctypes.c_void_p(0))
+    @classmethod
+    @contextlib.contextmanager
+    def capture(cls, llama_cpp):
+        if cls._instance is None:
+            cls._instance = cls(llama_cpp)
+        log = cls._instance
+        log.lines.clear()
+        llama_cpp.llama_log_set(log.callback, ctypes.c_void_p(0))
+        try:
+            yield log
+        finally:
+            restore = getattr(getattr(llama_cpp, "_logger", None), "llama_log_callback", None)
+            if restore is not None:
+                llama_cpp.llama_log_set(restore, ctypes.c_void_p(0))
 
     def last_error(self) -> str:
-        text = "".join(self.lines[-40:])
+        text = "".join(self.lines)
         errors = [line.strip() for line in text.splitlines() if "error" in line.lower() or "failed" in line.lower()]
         return errors[-1] if errors else (text.strip().splitlines() or ["no message"])[-1]
 
@@ -129,8 +148,8 @@ def run_quantizer(src: Path, dst: Path, type: str, imatrix: str | os.PathLike | 
         array[len(entries)].name = None  # terminator
         params.imatrix = ctypes.cast(array, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
         keep.append(array)
-    log = _Log(llama_cpp)
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    with _Log.capture(llama_cpp) as log:
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise KnowlmError(f"llama.cpp could not quantize to {type}: {log.last_error()}")
 
@@ -163,5 +182,9 @@ def quantize_gguf(model, output, type: str, name: str | None = None, progress: b
         raise
     finally:
         intermediate.unlink(missing_ok=True)
-    return GGUFSummary(str(output), type, base.tensors, output.stat().st_size, base.quantized, 0,
-                       time.perf_counter() - started, base.tokenizer)
+    import gguf
+
+    mix = collections.Counter(t.tensor_type.name.lower() for t in gguf.GGUFReader(str(output)).tensors if len(t.shape) > 1)
+    return GGUFSummary(str(output), type, base.tensors, output.stat().st_size,
+                       sum(n for kind, n in mix.items() if kind not in ("f32", "f16", "bf16")), mix.get("f16", 0),
+                       time.perf_counter() - started, base.tokenizer, dict(mix))
