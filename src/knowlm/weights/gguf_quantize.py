@@ -30,6 +30,7 @@ from knowlm.weights.tensor_io import DEFAULT_CHUNK_BYTES
 LLAMA_CPP_TYPES = ("q2_k", "q2_k_s", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k",
                    "iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs", "iq3_s", "iq3_m",
                    "iq4_nl", "iq4_xs", "tq1_0", "tq2_0")
+QUANTIZE_BUFFER_BYTES = 32 << 20  # measured: the 8 GiB default put a whole f32 copy of the embedding in memory
 NEEDS_IMATRIX = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "q2_k_s")
 
 
@@ -135,6 +136,8 @@ def run_quantizer(src: Path, dst: Path, type: str, imatrix: str | os.PathLike | 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{type.upper()}")
     params.nthread = nthread
+    if hasattr(params, "max_buf_size"):  # rows in flight per tensor (default 8 GiB); rows quantise independently, same bytes
+        params.max_buf_size = QUANTIZE_BUFFER_BYTES
     keep = []
     if imatrix is not None:
         entries = read_imatrix(imatrix)
