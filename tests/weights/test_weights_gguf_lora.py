@@ -11,33 +11,18 @@ from knowlm.cli.main import main
 from knowlm.errors import KnowlmError
 from knowlm.weights.gguf_export import permute_for_gguf
 from knowlm.weights.gguf_lora import export_lora_gguf
-from tests.weights.weights_helpers import state_of
+from tests.weights.weights_helpers import peft_adapter, state_of
 
 GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-
-
-def _adapter(base_dir, out, **config):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, task_type="CAUSAL_LM", **config))
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    peft_model.save_pretrained(str(out))
-    return peft_model.merge_and_unload().state_dict()
 
 
 def test_llama_cpp_update_equals_peft_merge(tiny_model_dir, tmp_path, capsys):
     import gguf
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    merged = _adapter(tiny_model_dir, tmp_path / "adapter", target_modules=list(m.split(".")[1] for m in GGUF_NAMES),
-                      use_rslora=True, alpha_pattern={"down_proj": 4}, rank_pattern={"q_proj": 2})
+    merged = peft_adapter(tiny_model_dir, tmp_path / "adapter", target_modules=list(m.split(".")[1] for m in GGUF_NAMES),
+                      use_rslora=True, alpha_pattern={"down_proj": 4}, rank_pattern={"q_proj": 2}, seed=5)
     base = state_of(tiny_model_dir)
     with pytest.raises(SystemExit) as exit_info:
         main(["weights", "export-gguf", "-m", str(tmp_path / "adapter"), "--base", str(tiny_model_dir),
@@ -63,7 +48,7 @@ def test_llama_cpp_update_equals_peft_merge(tiny_model_dir, tmp_path, capsys):
 
 
 def test_adapters_llama_cpp_cannot_carry_are_refused(tiny_model_dir, tmp_path):
-    _adapter(tiny_model_dir, tmp_path / "adapter", target_modules=["q_proj"], modules_to_save=["lm_head"])
+    peft_adapter(tiny_model_dir, tmp_path / "adapter", target_modules=["q_proj"], modules_to_save=["lm_head"])
     with pytest.raises(KnowlmError, match=r"replaces whole tensors \(lm_head\.weight.*merge-lora"):
         export_lora_gguf(tmp_path / "adapter", tmp_path / "a.gguf", base=tiny_model_dir)
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())

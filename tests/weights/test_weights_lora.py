@@ -7,7 +7,7 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.weights import merge_lora
-from tests.weights.weights_helpers import leftovers, state_of
+from tests.weights.weights_helpers import leftovers, peft_adapter, state_of
 
 
 def _make_adapter(base_dir, out_dir, trained=True, **config):
@@ -105,24 +105,6 @@ def test_demo_stage_merges_and_exports(tiny_model_dir, tmp_path):
     assert (tmp_path / "work" / "merged" / "knowlm.json").is_file()
 
 
-def _peft_adapter(base_dir, out_dir, resize_to=None, **config):
-    """A trained PEFT adapter saved exactly as PEFT writes it; returns PEFT's own merged state dict."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    if resize_to:
-        model.resize_token_embeddings(resize_to, mean_resizing=False)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, task_type="CAUSAL_LM", **config))
-    gen = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-    peft_model.save_pretrained(str(out_dir))
-    return peft_model.merge_and_unload().state_dict()
-
-
 @pytest.mark.parametrize("config,resize_to", [
     ({"target_modules": ["q_proj", "v_proj", "embed_tokens", "lm_head"]}, None),
     ({"target_modules": ["q_proj", "v_proj", "embed_tokens", "lm_head"]}, 3008),
@@ -132,7 +114,7 @@ def _peft_adapter(base_dir, out_dir, resize_to=None, **config):
 def test_peft_embedding_and_lm_head_adapters_merge_like_peft(tiny_model_dir, tmp_path, config, resize_to):
     from safetensors import safe_open
 
-    expected = _peft_adapter(tiny_model_dir, tmp_path / "adapter", resize_to=resize_to, **config)
+    expected = peft_adapter(tiny_model_dir, tmp_path / "adapter", resize_to=resize_to, **config)
     with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
     if "embed_tokens" in config["target_modules"]:  # PEFT saves the embedding's and head's base weights

@@ -58,6 +58,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp file name beside ``path`` for a writer that opens files itself (GGUF, checkpoints);
+    rename it onto ``path`` only if the block succeeds, remove it otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    try:
+        yield tmp
+        with _signals_held():
+            os.replace(tmp, path)
+    except BaseException:
+        with _signals_held(), contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp directory beside ``path``; move it into place only if the block succeeds.
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.atomic import atomic_path
 from knowlm.weights.gguf_vocab import read_vocab, write_vocab
 from knowlm.weights.tensor_io import DEFAULT_CHUNK_BYTES, Checkpoint, progress_bar, read_config
 
@@ -312,8 +313,22 @@ def write_gguf(model, output, type: str, name: str | None = None, progress: bool
         raise KnowlmError(f"{model} is already quantised; export from the full-precision model")
     vocab = read_vocab(model, int(config["vocab_size"]))
     ckpt = Checkpoint(model)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".tmp-{output.name}.{os.getpid()}")
+    try:
+        with atomic_path(output) as tmp:
+            plan = _write_file(tmp, ckpt, model, config, arch, vocab, type, name, progress, chunk_bytes)
+    finally:
+        ckpt.close()
+    wanted = getattr(Q, type.upper())
+    matrices = [t for t in plan if len(t.shape) > 1 and t.gguf_name.endswith(".weight") and not t.gguf_name.endswith("_norm.weight")]
+    return GGUFSummary(str(output), type, len(plan), output.stat().st_size,
+                       sum(t.qtype == wanted for t in matrices) if type not in ("f32", "f16") else 0,
+                       sum(t.qtype == Q.F16 and wanted != Q.F16 for t in matrices), time.perf_counter() - started, vocab.source)
+
+
+def _write_file(tmp: Path, ckpt: Checkpoint, model: Path, config: dict, arch: Arch, vocab, type: str, name, progress,
+                chunk_bytes) -> list[PlannedTensor]:
+    import gguf
+
     writer = gguf.GGUFWriter(str(tmp), arch.gguf_name)
     try:
         plan = plan_tensors(ckpt, config, arch, type)
@@ -338,16 +353,6 @@ def write_gguf(model, output, type: str, name: str | None = None, progress: bool
             _write_streamed(writer, _converted_chunks(ckpt, t, chunk_bytes), t.nbytes)
             bar.update(t.nbytes)
         bar.close()
-        writer.close()
-        os.replace(tmp, output)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
-        ckpt.close()
-    wanted = getattr(Q, type.upper())
-    matrices = [t for t in plan if len(t.shape) > 1 and t.gguf_name.endswith(".weight") and not t.gguf_name.endswith("_norm.weight")]
-    return GGUFSummary(str(output), type, len(plan), output.stat().st_size,
-                       sum(t.qtype == wanted for t in matrices) if type not in ("f32", "f16") else 0,
-                       sum(t.qtype == Q.F16 and wanted != Q.F16 for t in matrices), time.perf_counter() - started, vocab.source)
+        writer.close()
+    return plan

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.atomic import atomic_path
 from knowlm.weights.gguf_export import model_arch, permute_for_gguf
 from knowlm.weights.lora import read_adapter
 from knowlm.weights.tensor_io import Checkpoint, read_config
@@ -108,30 +109,26 @@ def export_lora_gguf(adapter: str | os.PathLike, output: str | os.PathLike, base
             A = A.T
         pairs.append((gguf_name, A, B))
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".tmp-{output.name}.{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), arch.gguf_name)
     try:
-        for gguf_name, A, B in pairs:
-            for suffix, t in ((".lora_a", A), (".lora_b", B)):
-                data = t if t.dtype in (torch.float16, torch.float32) else t.float()  # as llama.cpp
-                data = np.ascontiguousarray(data.contiguous().numpy())
-                qtype = Q.F32 if data.ndim <= 1 else wanted
-                try:
-                    out = gguf.quants.quantize(data, qtype)
-                except gguf.QuantError:
-                    qtype, out = Q.F16, gguf.quants.quantize(data, Q.F16)
-                writer.add_tensor(gguf_name + suffix, out, raw_dtype=qtype)
-        _add_adapter_metadata(writer, adapter, base_dir, name, alpha)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, output)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(output) as tmp:
+            writer = gguf.GGUFWriter(str(tmp), arch.gguf_name)
+            try:
+                for gguf_name, A, B in pairs:
+                    for suffix, t in ((".lora_a", A), (".lora_b", B)):
+                        data = t if t.dtype in (torch.float16, torch.float32) else t.float()  # as llama.cpp
+                        data = np.ascontiguousarray(data.contiguous().numpy())
+                        qtype = Q.F32 if data.ndim <= 1 else wanted
+                        try:
+                            out = gguf.quants.quantize(data, qtype)
+                        except gguf.QuantError:
+                            qtype, out = Q.F16, gguf.quants.quantize(data, Q.F16)
+                        writer.add_tensor(gguf_name + suffix, out, raw_dtype=qtype)
+                _add_adapter_metadata(writer, adapter, base_dir, name, alpha)
+                writer.write_header_to_file()
+                writer.write_kv_data_to_file()
+                writer.write_tensors_to_file()
+            finally:
+                writer.close()
     finally:
         lora.close()
     return LoraGGUFSummary(str(output), type, len(pairs), alpha, folded, output.stat().st_size, time.perf_counter() - started)

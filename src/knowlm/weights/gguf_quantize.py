@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.atomic import atomic_path
 from knowlm.weights.tensor_io import DEFAULT_CHUNK_BYTES
 
 LLAMA_CPP_TYPES = ("q2_k", "q2_k_s", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k",
@@ -173,16 +174,11 @@ def quantize_gguf(model, output, type: str, name: str | None = None, progress: b
     import torch
 
     base_type = "bf16" if first == torch.bfloat16 else "f16"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    intermediate = output.with_name(f".tmp-{output.name}.{os.getpid()}.{base_type}.gguf")
-    tmp = output.with_name(f".tmp-{output.name}.{os.getpid()}")
+    intermediate = output.with_name(f".tmp-{output.name}.{os.getpid()}.{base_type}.gguf")  # removed below
     try:
         base = write_gguf(model, intermediate, base_type, name=name, progress=progress, chunk_bytes=chunk_bytes)
-        run_quantizer(intermediate, tmp, type, imatrix=imatrix)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(output) as tmp:
+            run_quantizer(intermediate, tmp, type, imatrix=imatrix)
     finally:
         intermediate.unlink(missing_ok=True)
     import gguf
