@@ -144,6 +144,36 @@ def test_k_quants_equal_the_documented_workflow(llama_cpp_dir, tmp_path, qtype):
     summary = export_gguf(model_dir, tmp_path / "ours.gguf", type=qtype)
     assert (tmp_path / "ours.gguf").read_bytes() == (tmp_path / "ref.gguf").read_bytes()
     assert summary.quantized > 0 and not list(tmp_path.glob(".tmp-*"))
+    from transformers import AutoModelForCausalLM  # transformers dequantises K-quants and IQ types too
+
+    reference = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    reread = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="ours.gguf", dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 450, 23, 900, 77, 5]])
+    with torch.no_grad():
+        want, have = reference(ids).logits, reread(ids).logits
+    assert float((have - want).norm() / want.norm()) < 0.25  # 4-6 bit on random weights; bytes are checked above
+
+
+def test_imatrix_is_used_and_required_where_llama_cpp_requires_it(tmp_path):
+    import struct
+
+    import gguf
+
+    from knowlm.errors import KnowlmError
+
+    model_dir = tiny(tmp_path / "m", hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=4)
+    with pytest.raises(KnowlmError, match="needs an importance matrix"):
+        export_gguf(model_dir, tmp_path / "x.gguf", type="iq2_xs")
+    reader = gguf.GGUFReader(str(export_gguf(model_dir, tmp_path / "plain.gguf", type="q4_k_m").output))
+    rng = np.random.default_rng(0)
+    entries = {t.name: rng.uniform(0.01, 100.0, int(t.shape[0])).astype(np.float32) for t in reader.tensors if len(t.shape) == 2}
+    blob = struct.pack("<i", len(entries))  # llama.cpp's legacy imatrix .dat layout
+    for name, values in entries.items():
+        blob += struct.pack("<i", len(name)) + name.encode() + struct.pack("<ii", 1, values.size) + values.tobytes()
+    (tmp_path / "imatrix.dat").write_bytes(blob + struct.pack("<i", 1))
+    guided = export_gguf(model_dir, tmp_path / "guided.gguf", type="q4_k_m", imatrix=tmp_path / "imatrix.dat")
+    assert Path(guided.output).read_bytes() != (tmp_path / "plain.gguf").read_bytes()
+    assert export_gguf(model_dir, tmp_path / "iq2.gguf", type="iq2_xs", imatrix=tmp_path / "imatrix.dat").mix.get("iq2_xs", 0) > 0
 
 
 def test_lora_adapter_byte_equal_and_applied_like_the_merge(llama_cpp_dir, tiny_model_dir, tmp_path):
