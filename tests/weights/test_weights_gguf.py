@@ -180,3 +180,31 @@ def test_cli_export_summary(tiny_model_dir, tmp_path, capsys):
     out = capsys.readouterr().out.replace("\n", " ")
     assert exit_info.value.code == 0
     assert "(14 matrices q5_1, 2 kept f16) as q5_1" in out and "vocabulary from tokenizer.model" in out
+
+
+def test_imatrix_files_read_as_llama_quantize_reads_them(tmp_path):
+    import struct
+
+    import gguf
+
+    from knowlm.weights.gguf_quantize import read_imatrix
+
+    sums = np.arange(1, 9, dtype=np.float32).reshape(2, 4)  # two experts' sums of squared activations
+    writer = gguf.GGUFWriter(str(tmp_path / "imatrix.gguf"), "imatrix")
+    writer.add_string("imatrix.datasets", "corpus.txt")
+    writer.add_tensor("blk.0.ffn_up.weight.in_sum2", sums)
+    writer.add_tensor("blk.0.ffn_up.weight.counts", np.array([[4.0], [0.0]], dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    got = read_imatrix(tmp_path / "imatrix.gguf")["blk.0.ffn_up.weight"]
+    np.testing.assert_array_equal(got, [0.25, 0.5, 0.75, 1.0, 1, 1, 1, 1])  # an expert never hit counts as 1
+    values = np.array([2.0, 4.0, 6.0], dtype=np.float32)
+    name = b"blk.1.attn_q.weight"
+    (tmp_path / "imatrix.dat").write_bytes(struct.pack("<i", 1) + struct.pack("<i", len(name)) + name
+                                           + struct.pack("<ii", 2, 3) + values.tobytes())
+    np.testing.assert_array_equal(read_imatrix(tmp_path / "imatrix.dat")["blk.1.attn_q.weight"], [1.0, 2.0, 3.0])
+    (tmp_path / "bad.dat").write_bytes(b"\x05\x00")
+    with pytest.raises(KnowlmError, match="not an imatrix file"):
+        read_imatrix(tmp_path / "bad.dat")
