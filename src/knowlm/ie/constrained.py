@@ -67,12 +67,6 @@ def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-def _vocab_size(model, tokenizer) -> int:
-    config = getattr(model, "config", None)
-    size = getattr(config, "vocab_size", None) if config is not None else None
-    return int(size or len(tokenizer))
-
-
 class GrammarCache:
     """Compiled grammars per (tokenizer, schema): compiling is cheap, but a run asks the same
     few schema batches for thousands of texts."""
@@ -148,11 +142,11 @@ def make_processor(compiled: Sequence[Any]):
 
 
 def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE):
-    """A ``Generator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
-    batch of prompt ``i`` (:class:`Schema` objects may mix tasks in one batch)."""
+    """A ``TextGenerator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
+    batch of prompt ``i`` (:class:`Schema` objects may mix tasks in one batch). Grammars mask the
+    generator's ``vocab_size`` logits with its ``tokenizer``."""
     tokenizer = generator.tokenizer
-    vocab = _vocab_size(getattr(generator, "model", None), tokenizer)
-    grammars = [cache.grammar(tokenizer, vocab, json_schema(task, s, bounds)) for s in row_schemas]
+    grammars = [cache.grammar(tokenizer, generator.vocab_size, json_schema(task, s, bounds)) for s in row_schemas]
 
     def factory(indices: Sequence[int]) -> list:
         return [make_processor([grammars[i] for i in indices])]
