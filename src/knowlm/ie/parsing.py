@@ -1,10 +1,12 @@
 """Model output -> IE record fragment, for any output a model may produce.
 
 Real models echo the prompt, chat before and after the answer, repeat the JSON, stop in the
-middle of it, use Chinese punctuation, answer ``head/tail`` instead of ``subject/object`` or
-invent types. :func:`parse_output` salvages what it can, notes every repair in
+middle of it, use Chinese punctuation, answer ``head/tail`` instead of ``subject/object``,
+invent types, or answer in one of the free-text formats they were tuned on (see
+:mod:`knowlm.ie.freetext`). :func:`parse_output` salvages what it can, notes every repair in
 ``parse_notes`` and, when nothing usable is left, sets ``parse_error`` to one reason from
-:data:`ERRORS`. It never raises on model output.
+:data:`ERRORS`. An explicit "nothing" (``NAN``, ``无``, an event whose trigger is ``NAN``) is an
+empty answer, not a failure. It never raises on model output.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ import re
 import unicodedata
 from typing import Any
 
-from knowlm.ie.schema import EventType, Schema, make_schema
+from knowlm.ie.freetext import parse_free_text
+from knowlm.ie.schema import EventType, Schema, SpoType, make_schema
 
 ERRORS = ("empty", "no_json", "truncated", "not_an_object", "wrong_keys", "bad_values", "unknown_type", "no_tuples", "internal")
-NONE_WORDS = {"无", "没有", "无。", "none", "none.", "no", "n/a", "null", "[]", "{}", "nan", "空"}
 NAN_VALUES = {"nan", "none", "null", "", "无", "n/a", "-"}
 _ECHO_KEYS = {"instruction", "input", "schema"}
 _DECODER = json.JSONDecoder(strict=False)  # tolerate raw control characters in strings
 _FENCE = re.compile(r"```(?:json|JSON)?")
-TASK_FIELD = {"ner": "entities", "re": "relations", "ee": "events"}
+TASK_FIELD = {"ner": "entities", "re": "relations", "ee": "events", "eet": "events", "eea": "events", "spo": "relations"}
 
 
 def _norm(value: str) -> str:
@@ -218,6 +220,8 @@ def _list_of_answers(obj: list) -> bool:
 
 # ---------------------------------------------------------------- JSON answer -> items
 
+_TEXT_KEYS = ("text", "entity", "name", "mention", "trigger", "event_trigger")
+
 
 def _texts(value: Any, notes: list[str]) -> list[str]:
     """A schema value as a list of strings: accepts a string, a list, NAN, dicts with a text field."""
@@ -233,7 +237,7 @@ def _texts(value: Any, notes: list[str]) -> list[str]:
     out = []
     for item in value:
         if isinstance(item, dict):
-            item = item.get("text", item.get("entity", item.get("name", item.get("mention"))))
+            item = next((item[k] for k in _TEXT_KEYS if k in item), None)
         if isinstance(item, (int, float)) and not isinstance(item, bool):
             item = str(item)
         if not isinstance(item, str):
@@ -261,7 +265,7 @@ def _match_keys(obj: dict, names: list[str], notes: list[str]) -> dict[str, Any]
         notes.append(f"unknown_keys:{unknown}")
     if obj and not mapped:
         return None
-    missing = sum(1 for n in names if n not in mapped)
+    missing = sum(1 for n in dict.fromkeys(names) if n not in mapped)
     if missing and mapped:
         notes.append(f"missing_keys:{missing}")
     return mapped
@@ -292,6 +296,17 @@ def _pair(item: Any, fields_seen: set[str]) -> tuple[str, str] | None:
     return h.strip(), t.strip()
 
 
+def _spo_types(schema: Schema, predicate: str, item: Any) -> tuple[str, str]:
+    """Subject/object types of an SPO answer: the answer's own when it names a schema signature, else the first one."""
+    signatures = [s for s in schema.items if isinstance(s, SpoType) and s.predicate == predicate]
+    if isinstance(item, dict):
+        given = (item.get("subject_type"), item.get("object_type"))
+        for s in signatures:
+            if given == (s.subject_type, s.object_type):
+                return given
+    return (signatures[0].subject_type, signatures[0].object_type) if signatures else ("", "")
+
+
 def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], str | None]:
     names = schema.names()
     if isinstance(obj, list):  # a flat list of items instead of an object keyed by schema
@@ -306,13 +321,13 @@ def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], 
         return [], "wrong_keys"
     items: list[dict] = []
     bad = 0
-    if schema.task == "ner":
-        for name in names:
+    if schema.task in ("ner", "eet"):
+        for name in dict.fromkeys(names):
             for text in _texts(mapped.get(name), notes):
-                items.append({"text": text, "type": name})
-    elif schema.task == "re":
+                items.append({"text": text, "type": name} if schema.task == "ner" else {"trigger": text, "type": name, "arguments": []})
+    elif schema.task in ("re", "spo"):
         fields_seen: set[str] = set()
-        for name in names:
+        for name in dict.fromkeys(names):
             value = mapped.get(name)
             if value is None or (isinstance(value, str) and value.strip().lower() in NAN_VALUES):
                 continue
@@ -321,7 +336,10 @@ def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], 
                 if pair is None:
                     bad += 1
                     continue
-                items.append({"head": pair[0], "relation": name, "tail": pair[1]})
+                rel = {"head": pair[0], "relation": name, "tail": pair[1]}
+                if schema.task == "spo":
+                    rel["head_type"], rel["tail_type"] = _spo_types(schema, name, item)
+                items.append(rel)
         notes.extend(f"fields:{f}" for f in sorted(fields_seen))
     else:
         for item in schema.items:
@@ -329,11 +347,11 @@ def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], 
             if value is None or isinstance(value, str):
                 continue
             for event in value if isinstance(value, list) else [value]:
-                parsed = _event(event, item, notes)
+                parsed = _event(event, item, schema.task, notes)
                 if parsed is None:
                     bad += 1
-                    continue
-                items.append(parsed)
+                elif parsed:
+                    items.append(parsed)
     if bad:
         notes.append(f"bad_items_dropped:{bad}")
     if bad and not items and _only_bad(mapped):
@@ -346,15 +364,21 @@ def _only_bad(mapped: dict) -> bool:
     return any(v not in (None, [], "") for v in mapped.values())
 
 
-def _event(event: Any, item: EventType, notes: list[str]) -> dict | None:
+def _event(event: Any, item: EventType, task: str, notes: list[str]) -> dict | None:
+    """One event of type ``item``; None when unusable, ``{}`` when it says "no event" (a NAN trigger, no argument).
+
+    EE answers ``{"trigger", "arguments": {role: text}}``; EEA answers (IEPile) the arguments dict
+    itself, ``{role: text}``, the trigger being given in the prompt."""
     if not isinstance(event, dict):
         return None
-    trigger = event.get("trigger", event.get("触发词"))
-    if isinstance(trigger, list) and trigger:
-        trigger = trigger[0]
-    if not isinstance(trigger, str) or trigger.strip().lower() in NAN_VALUES:
-        return None
-    raw_args = event.get("arguments", event.get("args", event.get("论元", {})))
+    trigger = event.get("trigger", event.get("event_trigger", event.get("触发词")))
+    if isinstance(trigger, list):
+        trigger = trigger[0] if trigger else None
+    raw_args = event.get("arguments", event.get("args", event.get("论元")))
+    if task == "eea" and raw_args is None:
+        raw_args = {k: v for k, v in event.items() if k not in ("trigger", "event_trigger", "触发词")}
+        if trigger is None and len(item.triggers) == 1:
+            trigger = item.triggers[0]
     pairs: list[tuple[str, Any]] = []
     if isinstance(raw_args, dict):
         pairs = list(raw_args.items())
@@ -370,6 +394,17 @@ def _event(event: Any, item: EventType, notes: list[str]) -> dict | None:
             continue
         for text in _texts(value, notes):
             arguments.append({"text": text, "role": str(role)})
+    if isinstance(trigger, str) and trigger.strip().lower() in NAN_VALUES:
+        trigger = ""  # no trigger: IEPile writes NAN for events the text names only by their arguments
+    if task == "eea":
+        if not arguments:
+            return {}  # IEPile: an event with no argument found is no answer
+        trigger = trigger if isinstance(trigger, str) else ""
+    elif not isinstance(trigger, str):
+        return None
+    elif not trigger.strip() and not arguments:
+        notes.append("nan_event")
+        return {}
     return {"trigger": trigger.strip(), "type": item.name, "arguments": arguments}
 
 
@@ -386,84 +421,6 @@ def _regroup_list(items: list, schema: Schema) -> dict | None:
     return grouped
 
 
-# ---------------------------------------------------------------- free-text (KnowLM) style
-
-_TUPLE = re.compile(r"[\(（]([^()（）\n]*)[\)）]")
-_SEP = re.compile(r"\s*[,，]\s*")
-
-
-def _split_suffix(content: str, names: list[str]) -> tuple[str, str] | None:
-    """``"浙江大学,组织机构"`` -> ("浙江大学", "组织机构") when the suffix is a schema name."""
-    for name in sorted(names, key=len, reverse=True):
-        m = re.search(r"\s*[,，]\s*" + re.escape(name) + r"\s*$", content)
-        if m:
-            return content[: m.start()].strip(), name
-    return None
-
-
-def _split_middle(content: str, names: list[str]) -> tuple[str, str, str] | None:
-    for name in sorted(names, key=len, reverse=True):
-        m = re.search(r"\s*[,，]\s*" + re.escape(name) + r"\s*[,，]\s*", content)
-        if m:
-            return content[: m.start()].strip(), name, content[m.end() :].strip()
-    return None
-
-
-def _from_text(output: str, schema: Schema, notes: list[str]) -> tuple[list[dict], str | None]:
-    stripped = output.strip().strip("。.").strip()
-    if stripped.lower() in NONE_WORDS or stripped in NONE_WORDS:
-        return [], None
-    names = schema.names()
-    items: list[dict] = []
-    seen_tuples = unknown = 0
-    if schema.task == "ee":
-        for line in re.split(r"\n|\)\s*[;；]\s*\(", output):
-            m = re.search(r"[\(（](.*?)[,，]?\s*[\[【](.*)[\]】]\s*[\)）]", line)
-            if not m:
-                m2 = _TUPLE.search(line)
-                if not m2:
-                    continue
-                head, args_part = m2.group(1), ""
-            else:
-                head, args_part = m.group(1), m.group(2)
-            seen_tuples += 1
-            split = _split_suffix(head.rstrip(",， "), names)
-            if split is None:
-                unknown += 1
-                continue
-            trigger, etype = split
-            roles = list(schema.roles(etype))
-            arguments = []
-            for inner in _TUPLE.findall(args_part):
-                pair = _split_suffix(inner, roles) if roles else tuple(_SEP.split(inner, maxsplit=1))
-                if pair and len(pair) == 2 and pair[0] and pair[0].lower() not in NAN_VALUES:
-                    arguments.append({"text": pair[0], "role": pair[1]})
-            if trigger:
-                items.append({"trigger": trigger, "type": etype, "arguments": arguments})
-    else:
-        for content in _TUPLE.findall(output):
-            seen_tuples += 1
-            if schema.task == "ner":
-                split = _split_suffix(content, names)
-                if split is None or not split[0]:
-                    unknown += 1
-                    continue
-                items.append({"text": split[0], "type": split[1]})
-            else:
-                triple = _split_middle(content, names)
-                if triple is None or not triple[0] or not triple[2]:
-                    unknown += 1
-                    continue
-                items.append({"head": triple[0], "relation": triple[1], "tail": triple[2]})
-    if unknown:
-        notes.append(f"unknown_type_dropped:{unknown}")
-    if not seen_tuples:
-        return [], "no_tuples"
-    if not items and unknown:
-        return [], "unknown_type"
-    return items, None
-
-
 # ---------------------------------------------------------------- grounding in the text
 
 
@@ -471,14 +428,14 @@ def _occurs(span: str, text: str, norm_text: str) -> bool:
     return span in text or _norm(span) in norm_text
 
 
-def _ground(items: list[dict], task: str, text: str, notes: list[str], drop: bool) -> list[dict]:
+def _ground(items: list[dict], field: str, text: str, notes: list[str], drop: bool) -> list[dict]:
     """Drop spans not in ``text`` (hallucinations) and add offsets to entities."""
     norm_text = _norm(text)
     kept, dropped = [], 0
     for item in items:
-        if task == "ner":
+        if field == "entities":
             ok = _occurs(item["text"], text, norm_text)
-        elif task == "re":
+        elif field == "relations":
             ok = _occurs(item["head"], text, norm_text) and _occurs(item["tail"], text, norm_text)
         else:
             ok = _occurs(item["trigger"], text, norm_text)
@@ -489,7 +446,7 @@ def _ground(items: list[dict], task: str, text: str, notes: list[str], drop: boo
         if not ok and drop:
             dropped += 1
             continue
-        if task == "ner":
+        if field == "entities":
             index = text.find(item["text"])
             if index >= 0:
                 item["start"], item["end"] = index, index + len(item["text"])
@@ -499,13 +456,39 @@ def _ground(items: list[dict], task: str, text: str, notes: list[str], drop: boo
     return kept
 
 
-def _dedup(items: list[dict], task: str) -> list[dict]:
+def _dedup(items: list[dict], field: str) -> list[dict]:
     from knowlm.ie.records import dedup, entity_key, event_key, relation_key
 
-    return dedup(items, {"ner": entity_key, "re": relation_key, "ee": event_key}[task])
+    return dedup(items, {"entities": entity_key, "relations": relation_key, "events": event_key}[field])
 
 
 # ---------------------------------------------------------------- entry point
+
+
+def _parse(output: str, schema: Schema, style: str, notes: list[str]) -> tuple[list[dict], str | None]:
+    """Items and error reason; a JSON-style model may answer in tuples and a tuple-style one in JSON."""
+    if style == "json":
+        obj, json_notes, error = find_json(output)
+        notes.extend(json_notes)
+        items: list[dict] = []
+        if error is None:
+            items, error = _from_json(obj, schema, notes)
+        if error in ("no_json", "wrong_keys", "not_an_object", "truncated"):
+            text_notes: list[str] = []
+            text_items, text_error, answered = parse_free_text(output, schema, text_notes)
+            if text_error is None and answered:
+                notes.extend(text_notes + ["free_text_answer"])
+                return text_items, None
+        return items, error
+    items, error, _ = parse_free_text(output, schema, notes)
+    if error == "no_tuples":
+        obj, json_notes, json_error = find_json(output)
+        if json_error is None:
+            json_items, json_error = _from_json(obj, schema, json_notes)
+            if json_error is None:
+                notes.extend(json_notes + ["json_answer"])
+                return json_items, None
+    return items, error
 
 
 def parse_output(
@@ -513,7 +496,9 @@ def parse_output(
 ) -> dict:
     """An IE record fragment ``{"entities"|"relations"|"events": [...]}`` read from ``output``.
 
-    ``parse_notes`` lists repairs (``trailing_text``, ``repaired_truncated``, ``fields:head/tail``, …);
+    ``task``: ner, re, ee, eet (event types and triggers), eea (arguments of given event types)
+    or spo (relations with typed subject and object). ``parse_notes`` lists repairs
+    (``trailing_text``, ``repaired_truncated``, ``fields:head/tail``, ``free_text_answer``…);
     ``parse_error`` is set (and the list empty) when nothing usable was found. With ``text``,
     spans that do not occur in it are dropped (unless ``drop_hallucinated=False``) and entities
     get ``start``/``end``. Schema or task errors (the caller's) raise KnowlmError; model output never raises.
@@ -526,31 +511,12 @@ def parse_output(
             output = "" if output is None else str(output)
         if not output.strip():
             return {field: [], "parse_error": "empty", "parse_notes": notes}
-        if style == "json":
-            obj, notes, error = find_json(output)
-            if error is None:
-                items, error = _from_json(obj, schema, notes)
-            else:
-                items = []
-            if error in ("no_json",):  # a JSON-style model may still answer in tuples
-                text_items, text_error = _from_text(output, schema, [])
-                if text_error is None and text_items:
-                    items, error = text_items, None
-                    notes.append("free_text_answer")
-        else:
-            items, error = _from_text(output, schema, notes)
-            if error == "no_tuples":  # a tuple-style model may still answer in JSON
-                obj, json_notes, json_error = find_json(output)
-                if json_error is None:
-                    json_items, json_error = _from_json(obj, schema, json_notes)
-                    if json_error is None:
-                        items, error = json_items, None
-                        notes.extend(json_notes + ["json_answer"])
+        items, error = _parse(output, schema, style, notes)
         if error is not None:
             return {field: [], "parse_error": error, "parse_notes": notes}
-        items = _dedup(items, schema.task)
+        items = _dedup(items, field)
         if text is not None:
-            items = _ground(items, schema.task, text, notes, drop_hallucinated)
+            items = _ground(items, field, text, notes, drop_hallucinated)
         return {field: items, "parse_notes": notes}
     except Exception as exc:  # noqa: BLE001 - the contract: model output never raises
         return {field: [], "parse_error": "internal", "parse_notes": notes + [f"{type(exc).__name__}: {exc}"[:200]]}
