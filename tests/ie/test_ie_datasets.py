@@ -174,8 +174,9 @@ def test_nyt11(tmp_path):
     assert r["text"].startswith("But that spasm") and r["text"].endswith("Iceland .")
     assert {(x["head"], x["relation"], x["tail"]) for x in r["relations"]} == {
         ("Bobby Fischer", "/people/person/nationality", "Iceland"), ("Iceland", "/location/location/contains", "Reykjavik")}
-    assert report.skipped["na_relation"] == 1
+    assert report.dropped["na_relation"] == 1 and not report.skipped  # the NA mention, not the sentence
     assert r["relations"][0]["head_type"] == "PERSON"
+    assert "skipped nothing; left out of written records: na_relation: 1" in report.summary()
 
 
 def test_kbp37(tmp_path):
@@ -183,15 +184,19 @@ def test_kbp37(tmp_path):
     assert records[0]["text"] == "Thom Yorke of Radiohead has included the + for many of his signature distortion sounds ."
     assert records[0]["relations"] == [{"head": "Thom Yorke", "relation": "per:employee_of", "tail": "Radiohead"}]
     assert records[1]["relations"] == [{"head": "Stanford University", "relation": "org:founded_by", "tail": "Leland Stanford"}]
-    assert records[2]["relations"] == [] and report.skipped == {"na_relation": 1, "no_entity_tags": 1}
+    assert records[2]["relations"] == [] and report.skipped == {"no_entity_tags": 1} and report.negatives == 1
     assert report.read == 4 and len(records) == 3
+    summary = report.summary()  # the NA sentence was written: it is not reported as skipped
+    assert "na_relation" not in summary and "(1 labelled NA, written without a relation)" in summary
+    assert f"no_entity_tags: 1 ({tmp_path / 'kbp.txt'}:10)" in summary
 
 
 def test_gids(tmp_path):
     records, report = convert("gids", _write(tmp_path / "gids.json", GIDS))
-    assert records[0]["relations"] == [{"head": "James_Smurthwaite", "relation": "place_of_death", "tail": "North_Ormesby"}]
-    assert len(records) == 4 and records[2]["relations"] == [] and report.skipped["na_relation"] == 1
-    assert records[3]["relations"] == [{"head": "Marie Curie", "relation": "place_of_birth", "tail": "Warsaw"}]
+    # the dataset's label is kept (relation-label policy); --relation-map renames
+    assert records[0]["relations"] == [{"head": "James_Smurthwaite", "relation": "/people/deceased_person/place_of_death", "tail": "North_Ormesby"}]
+    assert len(records) == 4 and records[2]["relations"] == [] and report.negatives == 1 and not report.skipped
+    assert records[3]["relations"] == [{"head": "Marie Curie", "relation": "/people/person/place_of_birth", "tail": "Warsaw"}]
 
 
 def test_duie(tmp_path):
@@ -205,13 +210,14 @@ def test_duee(tmp_path):
     records, _ = convert("duee", _write(tmp_path / "duee.json", DUEE))
     ev = records[0]["events"][0]
     assert (ev["trigger"], ev["type"], ev["start"]) == ("裁员", "组织关系-裁员", 2)
-    assert ev["arguments"] == [{"text": "雀巢", "role": "裁员方"}, {"text": "4000人", "role": "裁员人数"}]
+    assert ev["arguments"] == [{"text": "雀巢", "role": "裁员方", "start": 0, "end": 2}, {"text": "4000人", "role": "裁员人数", "start": 4, "end": 9}]
     assert schema_from_records(records, "ee") == [{"event_type": "组织关系-裁员", "arguments": ["裁员人数", "裁员方"]}]
 
 
 def test_iepile(tmp_path):
     records, report = convert("iepile", _write(tmp_path / "iepile.json", IEPILE))
     assert report.skipped == {"unknown_task": 1, "bad_instruction_json": 1}
+    assert [r["task"] for r in records] == ["ner", "re", "ee"]
     assert len(records) == 3  # the two DuIE lines about one text merge
     ner = records[0]
     assert ner["source"] == "CoNLL2003" and ("Allenby", "person") in {(e["text"], e["type"]) for e in ner["entities"]}
