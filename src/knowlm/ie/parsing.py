@@ -514,6 +514,10 @@ def parse_output(
         items, error = _parse(output, schema, style, notes)
         if error is not None:
             return {field: [], "parse_error": error, "parse_notes": notes}
+        if schema.task == "spo":  # a free-text SPO answer takes its types from the schema signature
+            for rel in items:
+                if "head_type" not in rel:
+                    rel["head_type"], rel["tail_type"] = _spo_types(schema, rel["relation"], None)
         items = _dedup(items, field)
         if text is not None:
             items = _ground(items, field, text, notes, drop_hallucinated)
