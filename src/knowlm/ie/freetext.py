@@ -196,7 +196,7 @@ def _entities(body: str, schema: Schema, tally: _Tally) -> None:
         _entity(tally, names, _field(d, "entity", "text", "name", "mention"), _field(d, "entity_type", "type", "label"))
     if tally.seen:
         return
-    for m in re.finditer(r"实体是(.*?)(?:[,，]\s*|\n\s*)实体类型是([^\n]*)", body):
+    for m in re.finditer(r"实体是([^\n]{0,300}?)(?:[,，]\s*|\n\s*)实体类型是([^\n]*)", body):
         _entity(tally, names, m.group(1), m.group(2).strip().rstrip("，,。"))
     if tally.seen:
         return
@@ -248,8 +248,8 @@ def _relations(body: str, schema: Schema, tally: _Tally) -> None:
     if tally.seen:
         return
     labelled = (
-        r"头实体是(.*?)(?:[,，]\s*|\n\s*)关系是(.*?)(?:[,，]\s*|\n\s*)尾实体是([^\n]*)",
-        r"(?i)subject is (.*?),\s*relation is (.*?),\s*object is ([^\n]*)",
+        r"头实体是([^\n]{0,300}?)(?:[,，]\s*|\n\s*)关系是([^\n]{0,300}?)(?:[,，]\s*|\n\s*)尾实体是([^\n]*)",
+        r"(?i)subject is ([^\n]{0,300}?),\s*relation is ([^\n]{0,300}?),\s*object is ([^\n]*)",
     )
     for pattern in labelled:
         for m in re.finditer(pattern, body):
@@ -380,8 +380,8 @@ def _events(body: str, schema: Schema, tally: _Tally, notes: list[str]) -> None:
     if tally.seen:
         return
     head_res = (
-        (r"事件触发词是(.*?)[,，]\s*事件类型是([^\n]*)", r"事件论元是(.*?)[,，]\s*论元角色是([^\n]*)"),
-        (r"(?i)event trigger is (.*?),\s*event type is ([^\n]*)", r"(?i)argument is (.*?),\s*argument role is ([^\n]*)"),
+        (r"事件触发词是([^\n]{0,300}?)[,，]\s*事件类型是([^\n]*)", r"事件论元是([^\n]{0,300}?)[,，]\s*论元角色是([^\n]*)"),
+        (r"(?i)event trigger is ([^\n]{0,300}?),\s*event type is ([^\n]*)", r"(?i)argument is ([^\n]{0,300}?),\s*argument role is ([^\n]*)"),
     )
     for head_re, arg_re in head_res:
         heads = list(re.finditer(head_re, body))
