@@ -256,3 +256,16 @@ def test_predictions_sharing_an_id_are_merged_not_dropped(tmp_path, capsys):
 
 def test_eval_func_scores_empty_and_unscored_tasks():
     assert eval_func_scores([]) == {}
+
+
+def test_eval_cli_bad_combinations_exit_2(tmp_path, capsys):
+    path = _write(tmp_path / "r.json", _results("NER", random.Random(0), n_texts=2))
+    assert _cli(["eval", "--iepile", str(path), "--gold", str(path)]) == 2
+    assert _cli(["eval", "--gold", str(path)]) == 2
+    assert _cli(["eval", "--iepile", str(path), "--count", "bag"]) == 2
+    assert _cli(["eval", "--iepile", str(path), "--task", "XX"]) == 2
+    assert _cli(["eval", "--iepile", str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "plain.json").write_text('{"id": "1", "text": "x"}\n')
+    assert _cli(["eval", "--iepile", str(tmp_path / "plain.json")]) == 2  # no IEPile lines at all
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "replaces --gold and --pred" in err and "unknown count mode" in err

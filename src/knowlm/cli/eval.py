@@ -84,7 +84,11 @@ def evaluate(
         raise KnowlmError("--iepile RESULTS replaces --gold and --pred (gold comes from its labels, predictions from its outputs)")
     if iepile is None and (gold is None or pred is None):
         raise KnowlmError("give --gold GOLD.jsonl and --pred PRED.jsonl, or --iepile RESULTS.jsonl")
-    mapping = load_relation_map(relation_map) if relation_map else None
+    if task is not None and iepile is None:
+        raise KnowlmError("--task names the task of an --iepile file's lines; gold records carry their own 'task'")
+    mapping = load_relation_map(relation_map).relation_map if relation_map else None
+    if relation_map and not mapping:
+        raise KnowlmError(f"{relation_map}: eval --relation-map renames labels: a JSON object {{label: new label}}")
     if iepile is not None:
         if not iepile.is_file():
             raise KnowlmError(f"input file not found: {iepile}")

@@ -126,14 +126,20 @@ class _Counts:
     def add(self, gold: dict[str, list], pred: dict[str, list]) -> None:
         self.texts += 1
         for m in MEASURES:
-            g, p = Counter(gold[m]), Counter(pred[m])
+            gl, pl = gold[m], pred[m]
+            if not gl and not pl:
+                continue
             if self.count == "set":
-                g, p = Counter(set(g)), Counter(set(p))
-            hit = g & p
+                g, p = dict.fromkeys(gl, 1), dict.fromkeys(pl, 1)
+                hit = {t: 1 for t in g if t in p}
+            else:
+                g, p = Counter(gl), Counter(pl)
+                hit = g & p
+            table = self.per_type[m]
             for bucket, index in ((hit, 0), (p, 1), (g, 2)):
-                self.total[m][index] += sum(bucket.values())
                 for t, n in bucket.items():
-                    self.per_type[m].setdefault(t[1], [0, 0, 0])[index] += n
+                    self.total[m][index] += n
+                    table.setdefault(t[1], [0, 0, 0])[index] += n
 
     def report(self, failures: int, measures: Iterable[str] = MEASURES) -> dict:
         out = {}
