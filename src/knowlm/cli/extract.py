@@ -14,7 +14,7 @@ from knowlm.models.templates import DEFAULT_TEMPLATE, TEMPLATES
 
 def extract(
     model: str = typer.Option(..., "--model", "-m", help="Local Hugging Face model directory or hub id."),
-    task: str = typer.Option(..., help="ner, re or ee."),
+    task: str = typer.Option(..., help="ner, re, ee; eet (event types and triggers), eea (arguments of given event types), spo (typed subject/object)."),
     schema: str = typer.Option(..., help='Schema: a JSON file, a JSON list (\'["person","location"]\') or a comma list.'),
     input: Path = typer.Option(..., "--input", "-i", help="JSONL with 'text' (and optional 'id', 'lang', 'source'); .txt: one text per line."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the predicted IE records (JSONL)."),

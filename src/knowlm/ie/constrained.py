@@ -39,17 +39,16 @@ def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
     span = {"type": "string", "pattern": r'[^"\\\x00-\x1f]{1,%d}' % bounds.max_chars}
     props: dict[str, Any] = {}
     for item in schema.items:
-        if schema.task == "ner":
-            value: dict = {"type": "array", "items": span, "maxItems": bounds.max_items}
-            props[item] = value
-        elif schema.task == "re":
+        if schema.task in ("ner", "eet"):  # a list of spans (entities, or an event type's triggers)
+            props[item] = {"type": "array", "items": span, "maxItems": bounds.max_items}
+        elif schema.task in ("re", "spo"):
             pair = {
                 "type": "object",
                 "properties": {"subject": span, "object": span},
                 "required": ["subject", "object"],
                 "additionalProperties": False,
             }
-            props[item] = {"type": "array", "items": pair, "maxItems": bounds.max_items}
+            props[item.name if schema.task == "spo" else item] = {"type": "array", "items": pair, "maxItems": bounds.max_items}
         else:
             args = {
                 "type": "object",
@@ -57,7 +56,7 @@ def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
                 "required": list(item.roles),
                 "additionalProperties": False,
             }
-            event = {
+            event = args if schema.task == "eea" else {  # EEA answers the arguments object itself (IEPile)
                 "type": "object",
                 "properties": {"trigger": span, "arguments": args},
                 "required": ["trigger", "arguments"],

@@ -179,12 +179,14 @@ def extract_texts(
                 item["end"] += offset
             items[d].append(item)
 
-    key = {"ner": entity_key, "re": relation_key, "ee": event_key}[task]
+    key = {"entities": entity_key, "relations": relation_key, "events": event_key}[field]
     per_doc = len(batches)
     records = []
     for d, doc in enumerate(docs):
         record = new_record(doc["text"], id=doc["id"], lang=doc["lang"], source=doc.get("source"))
         record[field] = dedup(items[d], key)
+        if task not in ("ner", "re", "ee"):  # the scorer restricts EET/EEA/SPO records to their measures
+            record["task"] = task
         n_prompts = n_chunks[d] * per_doc
         failed = len(errors[d])
         record["parse_status"] = "ok" if not failed else "failed" if failed == n_prompts else "partial"
