@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from knowlm.cli.main import main
 from knowlm.errors import KnowlmError
 from knowlm.weights import export_gguf
 from tests.weights.gguf_helpers import bpe_model
@@ -144,12 +143,11 @@ def test_rope_scaling(tmp_path, rope, keys):
         assert "rope_freqs.weight" not in tensors
 
 
-def test_unsupported_inputs_are_one_clear_line(tiny_model_dir, bpe_models, tmp_path, capsys, monkeypatch):
+def test_unsupported_inputs_are_one_clear_line(cli, tiny_model_dir, bpe_models, tmp_path, monkeypatch):
     def run(*argv):
-        with pytest.raises(SystemExit) as exit_info:
-            main(["weights", "export-gguf", *argv])
-        err = capsys.readouterr().err.strip()
-        assert exit_info.value.code == 2 and err.startswith("error: ") and "\n" not in err
+        result = cli("weights", "export-gguf", *argv)
+        err = result.stderr.strip()
+        assert result.exit_code == 2 and err.startswith("error: ") and "\n" not in err
         return err
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as on a machine without llama-cpp-python
@@ -174,11 +172,10 @@ def test_unsupported_inputs_are_one_clear_line(tiny_model_dir, bpe_models, tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".tmp-", "x.gguf"))]
 
 
-def test_cli_export_summary(tiny_model_dir, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["weights", "export-gguf", "-m", str(tiny_model_dir), "-o", str(tmp_path / "t.gguf"), "--type", "q5_1"])
-    out = capsys.readouterr().out.replace("\n", " ")
-    assert exit_info.value.code == 0
+def test_cli_export_summary(cli, tiny_model_dir, tmp_path):
+    result = cli("weights", "export-gguf", "-m", tiny_model_dir, "-o", tmp_path / "t.gguf", "--type", "q5_1")
+    out = result.stdout.replace("\n", " ")
+    assert result.exit_code == 0
     assert "(14 matrices q5_1, 2 kept f16) as q5_1" in out and "vocabulary from tokenizer.model" in out
 
 

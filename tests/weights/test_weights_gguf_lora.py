@@ -5,9 +5,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-from knowlm.cli.main import main
 from knowlm.errors import KnowlmError
 from knowlm.weights.gguf_export import permute_for_gguf
 from knowlm.weights.gguf_lora import export_lora_gguf
@@ -17,17 +15,16 @@ GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_
               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
 
 
-def test_llama_cpp_update_equals_peft_merge(tiny_model_dir, tmp_path, capsys):
+def test_llama_cpp_update_equals_peft_merge(cli, tiny_model_dir, tmp_path):
     import gguf
 
     config = json.loads((tiny_model_dir / "config.json").read_text())
     merged = peft_adapter(tiny_model_dir, tmp_path / "adapter", target_modules=list(m.split(".")[1] for m in GGUF_NAMES),
                       use_rslora=True, alpha_pattern={"down_proj": 4}, rank_pattern={"q_proj": 2}, seed=5)
     base = state_of(tiny_model_dir)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["weights", "export-gguf", "-m", str(tmp_path / "adapter"), "--base", str(tiny_model_dir),
-              "-o", str(tmp_path / "adapter.gguf"), "--type", "f32"])
-    assert exit_info.value.code == 0 and "14 A/B pairs" in capsys.readouterr().out
+    result = cli("weights", "export-gguf", "-m", tmp_path / "adapter", "--base", tiny_model_dir, "-o", tmp_path / "adapter.gguf",
+                 "--type", "f32")
+    assert result.exit_code == 0 and "14 A/B pairs" in result.stdout
     reader = gguf.GGUFReader(str(tmp_path / "adapter.gguf"))
     kv = {f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")}
     assert kv["general.type"] == "adapter" and kv["adapter.type"] == "lora" and kv["adapter.lora.alpha"] == 16.0

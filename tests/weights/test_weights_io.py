@@ -76,10 +76,8 @@ def _rewrite_header(path, edit):
 
 
 @pytest.mark.parametrize("command", ["export-gguf", "merge-lora", "export-mindspore", "recover"])
-def test_shape_beyond_byte_range_is_refused_by_every_command(tiny_model_dir, tmp_path, capsys, command):
+def test_shape_beyond_byte_range_is_refused_by_every_command(cli, tiny_model_dir, tmp_path, command):
     import shutil
-
-    from knowlm.cli.main import main
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
@@ -92,10 +90,9 @@ def test_shape_beyond_byte_range_is_refused_by_every_command(tiny_model_dir, tmp
             "merge-lora": ["--base", str(model), "--adapter", str(tmp_path), "--output", str(tmp_path / "o")],
             "export-mindspore": ["-m", str(model), "-o", str(tmp_path / "o.ckpt")],
             "recover": ["--base", str(tiny_model_dir), "--diff", str(model), "--output", str(tmp_path / "o")]}[command]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["weights", command, *argv])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and "\n" not in err
+    result = cli("weights", command, *argv)
+    err = result.stderr.strip()
+    assert result.exit_code == 2 and "\n" not in err
     assert f"{model / 'model.safetensors'}: tensor model.norm.weight declares shape [65]" in err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("o", ".tmp-"))]
 
