@@ -83,8 +83,10 @@ def edit_command(
     demo_reqs = load_requests(demos) if demos else None
     chosen_mode = choose_mode(mode, method, output is not None)
     lm, tokenizer = load(model, dtype=dtype, device=device)
-    if template == "model":
-        template = getattr(lm, "knowlm_template", None)
+    if template == "model":  # the template the model was tuned with (knowlm.json); plain prompts for a base model
+        from knowlm.models import read_manifest
+
+        template = read_manifest(model).get("template") if Path(model).is_dir() else None
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{method} edits ({chosen_mode})", total=len(reqs))
         result = edit(lm, tokenizer, reqs, method=method, hparams=hparams, mode=chosen_mode, keep=output is not None,
