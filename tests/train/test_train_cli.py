@@ -64,35 +64,22 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_model_dir, corpus_prefix,
         (["sft", "--data", "{sft}", "--lora", "--full"], "choose one of"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(tiny_model_dir, sft_file, tmp_path, args, message):
+def test_user_errors_exit_2_with_one_line(cli, tiny_model_dir, sft_file, tmp_path, args, message):
     if "--qlora" in args:
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("has CUDA")
     args = [a.replace("{sft}", sft_file) for a in args]
-    from typer.testing import CliRunner
-
-    from knowlm.cli.main import app
-
-    result = CliRunner().invoke(app, ["train", args[0], "--model", str(tiny_model_dir), "--output",
-                                      str(tmp_path / "o"), *args[1:]])
-    # the app raises KnowlmError; main() turns it into exit 2 -- check both halves
-    from knowlm.errors import KnowlmError
-
-    assert isinstance(result.exception, KnowlmError), result.output
-    assert message in str(result.exception) and "\n" not in str(result.exception)
-    assert not (tmp_path / "o" / "knowlm.json").exists()
+    result = cli("train", args[0], "--model", tiny_model_dir, "--output", tmp_path / "o", *args[1:])
+    last = result.stderr.splitlines()[-1]
+    assert result.exit_code == 2 and last.startswith("error: ") and message in last, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o" / "knowlm.json").exists()
 
 
-def test_main_exit_code_and_help():
-    bad = subprocess.run([*KNOWLM, "train", "sft", "--model", "nowhere-model", "--data", "x.jsonl", "--output", "o"],
-                         capture_output=True, text=True, env=_env(), timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
-    from typer.testing import CliRunner
-
-    from knowlm.cli.main import app
-
+def test_main_exit_code_and_help(cli):
+    bad = cli("train", "sft", "--model", "nowhere-model", "--data", "x.jsonl", "--output", "o")
+    assert (bad.exit_code, bad.stderr) == (2, "error: model directory not found: nowhere-model\n")
     for sub in ("pretrain", "sft"):
-        result = CliRunner().invoke(app, ["train", sub, "--help"])
-        assert result.exit_code == 0 and "Example:" in result.output
+        result = cli("train", sub, "--help")
+        assert result.exit_code == 0 and "Example:" in result.stdout

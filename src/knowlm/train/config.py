@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from knowlm.errors import KnowlmError
+from knowlm.models.templates import DEFAULT_TEMPLATE
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STRATEGIES = ("auto", "single", "ddp", "fsdp", "deepspeed")
@@ -118,7 +119,7 @@ class SFTConfig(TrainConfig):
     weight_decay: float = 0.0
     adam_beta2: float = 0.999
     epochs: float = 3.0
-    template: str = "alpaca"
+    template: str = DEFAULT_TEMPLATE
     cutoff_len: int = 512
     train_on_inputs: bool = False
     val_size: float = 0.0  # >= 1: number of examples; < 1: fraction
