@@ -37,3 +37,32 @@ def test_full_wording_is_unchanged_and_answers_parse_the_same():
 def test_unknown_wording_is_an_error():
     with pytest.raises(KnowlmError, match="unknown prompt wording 'terse'"):
         build_prompt("re", "x", ["spouse"], wording="terse")
+
+
+def test_extraction_asks_in_the_wording_the_model_was_tuned_on(tmp_path):
+    from scripted_generator import ScriptedGenerator
+
+    from knowlm.ie import extract_texts
+    from knowlm.models.templates import resolve_ie_wording
+
+    asked = []
+
+    def script(request):
+        asked.append(request["instruction"])
+        return json.dumps({k: [] for k in request["schema"]})
+
+    generator = ScriptedGenerator(script)
+    extract_texts(generator, ["Marie Curie was born in Warsaw."], "re", ["place of birth"], lang="en")
+    generator.ie_wording = "compact"  # what load_generator sets from knowlm.json
+    extract_texts(generator, ["Marie Curie was born in Warsaw."], "re", ["place of birth"], lang="en")
+    extract_texts(generator, ["Marie Curie was born in Warsaw."], "re", ["place of birth"], lang="en", wording="full")
+    assert asked[0].startswith(JSON_INSTRUCTIONS[("re", "en")][0]) and asked[1] == "Extract relations." and asked[2] == asked[0]
+
+    model = tmp_path / "model"
+    model.mkdir()
+    assert resolve_ie_wording(model) == "full"
+    (model / "knowlm.json").write_text(json.dumps({"ie_wording": "compact"}), encoding="utf-8")
+    assert resolve_ie_wording(model) == "compact" and resolve_ie_wording(model, override="full") == "full"
+    (model / "knowlm.json").write_text(json.dumps({"ie_wording": "terse"}), encoding="utf-8")
+    with pytest.raises(KnowlmError, match="unknown prompt wording 'terse'"):
+        resolve_ie_wording(model)

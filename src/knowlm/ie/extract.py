@@ -96,7 +96,7 @@ def extract_texts(
     schema: Any,
     lang: str = "auto",
     style: str = "json",
-    wording: str = "full",
+    wording: str | None = None,
     split_num: int | None = None,
     constrained: bool = False,
     params: DecodingParams | None = None,
@@ -111,11 +111,15 @@ def extract_texts(
 
     ``texts``: strings or ``{"text", "id"?, "lang"?, "source"?}``. ``params``: decoding (default: the
     ``ie`` preset); the generator's stop strings are added unless decoding is constrained. ``stats``
-    (optional dict) is filled with counts and timings for summaries and benchmarks.
+    (optional dict) is filled with counts and timings for summaries and benchmarks. ``wording``: the
+    prompt wording (``full`` / ``compact``); by default the one the generator's model was tuned on.
     """
+    from knowlm.ie.prompts import check_wording
+
     schema = make_schema(task, schema)
     task = schema.task
     style = check_style(style)
+    wording = check_wording(wording or getattr(generator, "ie_wording", None) or "full")
     if constrained and style != "json":
         raise KnowlmError("--constrained works with the json prompt style only")
     if batch_size < 1:
