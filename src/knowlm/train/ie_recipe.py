@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 NAME = "ie_tiny"
+SHIPPED = {"pretrained": "ie-tiny-pretrained", "tuned": "ie-tiny"}  # under knowlm/resources/models/
+SCHEMA_FILE = "ie_schema.json"  # the schema a tuned model was taught, next to its weights
 PRETRAIN_PRESET = "ie_tiny_pretrain"
 SFT_PRESET = "ie_tiny_sft"
 DATA_FILES = ("corpus.jsonl", "kg.jsonl", "kg_schema.json", "kg_rules.yaml", "kg_templates.yaml", "kg_gold.jsonl")
@@ -70,6 +72,17 @@ def fingerprint(recipe: Recipe = RECIPE) -> dict:
         "presets": presets,
         "data": {name: sha256_file(path) for name, path in data_paths().items()},
     }
+
+
+def shipped_dir(kind: str) -> Path:
+    """The checkpoint the recipe produced, shipped in the package: ``pretrained`` (stage 1) or ``tuned``."""
+    from knowlm import resources
+    from knowlm.errors import KnowlmError
+
+    path = resources.path("models") / SHIPPED[kind]
+    if not (path / "config.json").is_file():
+        raise KnowlmError(f"shipped checkpoint missing: {path} (reinstall knowlm, or run knowlm demo --retrain)")
+    return path
 
 
 def build_instructions(output: Path, recipe: Recipe = RECIPE) -> dict:
@@ -149,8 +162,31 @@ def commands(model: str = "BASE", workdir: str = "ie-work") -> list[str]:
     ]
 
 
-def retrain(workdir: Path, echo: Callable[[str], None] = print) -> dict:
-    """The whole recipe into ``workdir`` (kg2i/, base/, corpus/, pretrain/, ie/); returns timings and paths."""
+def prepare_summary(instructions: Path, tokenizer: Path, prefix: Path, recipe: Recipe = RECIPE) -> dict:
+    """:func:`prepare_texts` with the numbers the demo reports."""
+    side = prepare_texts(instructions, tokenizer, prefix, recipe)
+    return {"prefix": str(prefix), "documents": side["counts"]["documents"], "sequences": side["counts"]["sequences"],
+            "tokens": side["counts"]["tokens"], "seq_len": recipe.seq_len, "packing_efficiency": side["packing_efficiency"],
+            "dropped": side["dropped"]}
+
+
+def describe(model_dir: Path, instructions: Path, training_seconds: float, stage: str) -> None:
+    """Record what produced a recipe checkpoint in its ``knowlm.json`` (and the tuned model's schema)."""
+    import shutil
+
+    from knowlm.models.manifest import update_manifest
+
+    if stage == "tuned":
+        shutil.copy2(instructions / "schema.json", model_dir / SCHEMA_FILE)
+    update_manifest(model_dir, recipe={"stage": stage, "fingerprint": fingerprint(), "training_seconds": round(training_seconds, 1),
+                                       "retrain": "knowlm demo --retrain", "commands": commands()})
+
+
+def retrain(workdir: Path, echo: Callable[[str], None] = print, instructions: Path | None = None) -> dict:
+    """The whole recipe into ``workdir`` (kg2i/, base/, corpus/, pretrain/, ie/); returns timings and paths.
+
+    ``instructions``: an existing output of :func:`build_instructions` to reuse.
+    """
     workdir = Path(workdir)
     timings: dict[str, float] = {}
 
@@ -161,11 +197,40 @@ def retrain(workdir: Path, echo: Callable[[str], None] = print) -> dict:
         timings[name] = round(time.perf_counter() - started, 1)
         return result
 
-    step("kg2instruct", lambda: build_instructions(workdir / "kg2i"))
-    step("tiny base", lambda: build_base(workdir / "kg2i", workdir / "base"))
-    step("prepare texts", lambda: prepare_texts(workdir / "kg2i", workdir / "base", workdir / "corpus" / "texts"))
+    kg2i = Path(instructions) if instructions else workdir / "kg2i"
+    if instructions is None:
+        step("kg2instruct", lambda: build_instructions(kg2i))
+    step("tiny base", lambda: build_base(kg2i, workdir / "base"))
+    step("prepare texts", lambda: prepare_texts(kg2i, workdir / "base", workdir / "corpus" / "texts"))
     pre = step("pretrain", lambda: pretrain(workdir / "base", workdir / "corpus" / "texts", workdir / "pretrain"))
-    sft = step("sft", lambda: tune(workdir / "pretrain", workdir / "kg2i", workdir / "ie"))
-    return {"instructions": str(workdir / "kg2i"), "pretrained": str(workdir / "pretrain"), "tuned": str(workdir / "ie"),
+    sft = step("sft", lambda: tune(workdir / "pretrain", kg2i, workdir / "ie"))
+    describe(workdir / "pretrain", kg2i, timings["pretrain"], "pretrained")
+    describe(workdir / "ie", kg2i, timings["pretrain"] + timings["sft"], "tuned")
+    return {"instructions": str(kg2i), "pretrained": str(workdir / "pretrain"), "tuned": str(workdir / "ie"),
             "seconds": timings, "pretrain_loss": pre.get("final_loss"), "sft_loss": sft.get("final_loss"),
             "training_seconds": round(timings["pretrain"] + timings["sft"], 1)}
+
+
+def export_checkpoint(source: Path, target: Path) -> Path:
+    """A recipe checkpoint as shipped: bf16 safetensors, tokenizer, ``knowlm.json`` (and schema), nothing
+    else (no optimizer state, metrics or plots). Loaded on CPU it is upcast to fp32."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from knowlm.models.manifest import read_manifest, update_manifest, weight_checksums
+    from knowlm.models.tiny import TOKENIZER_FILES
+    from knowlm.utils.atomic import atomic_dir
+
+    with atomic_dir(target) as tmp:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.bfloat16)
+        model.config.use_cache = True
+        model.save_pretrained(str(tmp))
+        for item in Path(source).iterdir():
+            if item.name in TOKENIZER_FILES or item.name in (SCHEMA_FILE, "generation_config.json"):
+                shutil.copy2(item, tmp / item.name)
+        manifest = read_manifest(source)
+        (tmp / "knowlm.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+        update_manifest(tmp, checksums=weight_checksums(tmp), shipped_dtype="bfloat16")
+    return target
