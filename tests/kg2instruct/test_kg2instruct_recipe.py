@@ -200,3 +200,29 @@ def test_bad_options_are_one_clear_error(tmp_path):
     write_inputs(tmp_path)
     with pytest.raises(KnowlmError, match="holdout file not found"):
         kg2instruct([tmp_path / "corpus.jsonl"], [tmp_path / "kg.jsonl"], tmp_path / "o", holdout_path=tmp_path / "none.jsonl")
+
+
+def test_substituted_documents_keep_the_sentences_and_rename_every_entity(tmp_path):
+    stats, out = build(tmp_path, records=("unit", "document"), names="canonical", entities="arguments", substitute=3)
+    records = {r["id"]: r for r in read(out / "records.jsonl")}
+    variants = [r for r in records.values() if r["source"] == "kg-substitute" and "#" not in r["id"]]
+    assert stats["substituted_records"] == sum(1 for r in records.values() if r["source"] == "kg-substitute") > 0
+    assert all(r["id"].split("~")[0] in {"bio", "zh"} for r in variants)  # never the held-out document
+    for record in variants:
+        original = records[record["id"].split("~")[0]]
+        # the words around the entities are the original's
+        skeleton = original["text"]
+        for entity in original["entities"]:
+            skeleton = skeleton.replace(entity["text"], "")
+        for word in ("was born in", "studied at the", "位于"):
+            assert (word in skeleton) == (word in record["text"])
+        for r in record["relations"]:
+            assert r["head"] in record["text"] and r["tail"] in record["text"]
+            # the held-out document's facts, annotated or found by the labeller, are never produced
+            assert (r["head"], r["relation"], r["tail"]) not in {("Warsaw", "capital of", "Poland"), ("Pierre Curie", "place of birth", "Paris")}
+        kept = [r["relation"] for r in record["relations"]]
+        assert set(kept) <= {r["relation"] for r in original["relations"]} and kept
+    bio = next(r for r in variants if r["id"].startswith("bio"))
+    person = next(e["text"] for e in bio["entities"] if e["type"] == "person")
+    assert person != "Marie Curie" and person in ("Pierre Curie",)  # the only other person of the graph
+    assert "Curie was born" not in bio["text"] or "Pierre Curie" in bio["text"]

@@ -39,6 +39,7 @@ def kg2instruct(
     augment: int = typer.Option(0, help="Also write this many training passages from the graph's triples with sentence templates."),
     augment_swap: float = typer.Option(0.0, help="Share of augmented sentences that state another same-type entity's facts (counterfactual: only reading the text gives the answer)."),
     hard_negatives: bool = typer.Option(False, help="Sample negative relations first among those whose head and tail types overlap a positive's (needs --schema)."),
+    substitute: int = typer.Option(0, help="Also write this many variants of each training document with its linked entities replaced by other graph entities of the same type (counterfactual, real sentences)."),
     templates: Optional[Path] = typer.Option(None, help="Templates YAML {lang: {relation: ['{head} ... {tail}.']}} for --augment (default: the bundled ones)."),
 ) -> None:
     """Build relation-extraction instructions by distant supervision (KG2Instruction).
@@ -66,7 +67,7 @@ def kg2instruct(
     config = KG2InstructConfig(
         lang=lang, unit=unit, ignore_case=not case_sensitive, min_confidence=min_confidence, rules=load_rules(rules) if rules else {},
         split_ratios=tuple(ratios), styles=styles, split_num=split_num, neg_ratio=neg_ratio, seed=seed, keep_empty=keep_empty,
-        records=_names_list(records), names=names, entities=entities, tasks=_names_list(task), wording=wording, augment=augment, augment_swap=augment_swap, hard_negatives=hard_negatives,
+        records=_names_list(records), names=names, entities=entities, tasks=_names_list(task), wording=wording, augment=augment, augment_swap=augment_swap, hard_negatives=hard_negatives, substitute=substitute,
     )
     stats = run(corpus, kg, output, config, schema_path=schema, relation_map_path=relation_map, gold_path=gold, progress=True,
                 holdout_path=holdout, templates_path=templates)
@@ -82,6 +83,8 @@ def kg2instruct(
         summary += f" Held out {stats['held_out_documents']} documents."
     if stats.get("augmented_records"):
         summary += f" Added {stats['augmented_records']} passages written from the graph."
+    if stats.get("substituted_records"):
+        summary += f" Added {stats['substituted_records']} records of documents with substituted entities."
     if "quality" in stats:
         q = stats["quality"]
         summary += f" Against {q['documents']} gold documents: precision {q['precision']:.3f}, recall {q['recall']:.3f}."

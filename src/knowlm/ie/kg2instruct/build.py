@@ -21,7 +21,7 @@ from knowlm.errors import KnowlmError
 from knowlm.ie.kg2instruct.graph import KnowledgeGraph, RelationSchema, load_relation_map
 from knowlm.ie.kg2instruct.linking import Linked, LinkStats, link_document
 from knowlm.ie.kg2instruct.mentions import MentionFinder
-from knowlm.ie.kg2instruct.records import ENTITIES, NAMES, Fact, Span, make_record
+from knowlm.ie.kg2instruct.records import ENTITIES, NAMES, Fact, LabelledDocument, LabelledUnit, Span, make_record
 from knowlm.ie.kg2instruct.triples import RelationRule, Triple, TripleFilter, candidate_triples
 from knowlm.utils.atomic import atomic_dir
 from knowlm.utils.jsonl import JsonlStats, iter_jsonl, open_text, write_jsonl
@@ -52,6 +52,7 @@ class KG2InstructConfig:
     augment: int = 0  # passages written from graph triples with templates (train split only)
     augment_swap: float = 0.0  # share of augmented sentences stating another same-type entity's facts
     hard_negatives: bool = False  # negatives first from relations whose head and tail types overlap a positive's
+    substitute: int = 0  # variants of each training document with its entities replaced by same-type entities
 
     def __post_init__(self) -> None:
         from knowlm.ie.prompts import check_wording
@@ -68,34 +69,14 @@ class KG2InstructConfig:
         check_wording(self.wording)
         if self.augment < 0:
             raise KnowlmError("augment must be >= 0")
+        if self.substitute < 0:
+            raise KnowlmError("substitute must be >= 0")
         if not 0.0 <= self.augment_swap <= 1.0:
             raise KnowlmError("augment_swap must be between 0 and 1")
         if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or abs(sum(self.split_ratios) - 1) > 1e-6:
             raise KnowlmError("split ratios must be three non-negative numbers summing to 1, e.g. 0.8,0.1,0.1")
         if self.neg_ratio < 0:
             raise KnowlmError("neg_ratio must be >= 0")
-
-
-@dataclass
-class LabelledUnit:
-    """One labelling unit (sentence or document) with offsets relative to the document."""
-
-    index: int
-    text: str
-    offset: int
-    spans: list[Span]
-    facts: list[Fact]
-
-
-@dataclass
-class LabelledDocument:
-    id: str
-    lang: str
-    records: list[dict]
-    triples: list[tuple[str, str, str]]  # canonical (head name, relation, tail name), for quality checks
-    units: list[LabelledUnit] = field(default_factory=list)
-    text: str = ""
-    triple_ids: list[tuple[str, str, str]] = field(default_factory=list)  # (head id, relation, tail id)
 
 
 def read_corpus(paths: Iterable[str | Path], stats: Counter) -> Iterator[dict]:
@@ -156,10 +137,11 @@ class DistantLabeller:
             self.counts["triples"] += len(kept)
             named += [self._names(t) for t in kept]
             ids += [(t.head.entity, t.relation, t.tail.entity) for t in kept]
-            if kept or (self.config.keep_empty and len(unit_links) >= 2):
-                spans = {id(item): Span(item.entity, item.mention.text, item.mention.start) for item in unit_links}
-                facts = [Fact(spans[id(t.head)], t.relation, spans[id(t.tail)]) for t in kept]
-                labelled.append(LabelledUnit(index, units[index], offsets[index], sorted(spans.values(), key=lambda s: s.start), facts))
+            # every sentence with a linked mention is kept (substitution renames them all); records()
+            # decides which ones become records
+            spans = {id(item): Span(item.entity, item.mention.text, item.mention.start) for item in unit_links}
+            facts = [Fact(spans[id(t.head)], t.relation, spans[id(t.tail)]) for t in kept]
+            labelled.append(LabelledUnit(index, units[index], offsets[index], sorted(spans.values(), key=lambda s: s.start), facts))
         doc_result = LabelledDocument(doc["id"], lang, [], named, labelled, text, ids)
         doc_result.records = self.records(doc_result)
         return doc_result
@@ -167,21 +149,23 @@ class DistantLabeller:
     def _names(self, triple: Triple) -> tuple[str, str, str]:
         return (self.graph.entities[triple.head.entity].name, triple.relation, self.graph.entities[triple.tail.entity].name)
 
-    def records(self, doc: LabelledDocument) -> list[dict]:
+    def records(self, doc: LabelledDocument, source: str = "kg2instruct") -> list[dict]:
         """The records of a labelled document: per unit and/or one for the whole document."""
         cfg = self.config
         out = []
         if "unit" in cfg.records:
             for unit in doc.units:
+                if not (unit.facts or (cfg.keep_empty and len(unit.spans) >= 2)):
+                    continue
                 shift = len(unit.text) - len(unit.text.lstrip())
                 suffix = f"#s{unit.index}" if cfg.unit == "sentence" else ""
                 out.append(make_record(self.graph, f"{doc.id}{suffix}", unit.text.strip(), doc.lang,
                                        [_moved(f, -shift) for f in unit.facts], [_moved(s, -shift) for s in unit.spans],
-                                       cfg.names, cfg.entities))
-        if "document" in cfg.records and cfg.unit == "sentence" and doc.units:
+                                       cfg.names, cfg.entities, source))
+        if "document" in cfg.records and cfg.unit == "sentence" and any(u.facts for u in doc.units):
             facts = [_moved(f, u.offset) for u in doc.units for f in u.facts]
             spans = [_moved(s, u.offset) for u in doc.units for s in u.spans]
-            out.append(make_record(self.graph, doc.id, doc.text, doc.lang, facts, spans, cfg.names, cfg.entities))
+            out.append(make_record(self.graph, doc.id, doc.text, doc.lang, facts, spans, cfg.names, cfg.entities, source))
         return out
 
 
@@ -345,7 +329,20 @@ def kg2instruct(
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
     for doc in kept_docs:
         splits[split_of(doc.id, config.split_ratios, config.seed)] += doc.records
-    augmented = augmented_records(graph, config, held_out_triples(graph, labelled, holdout), templates_path) if config.augment else []
+    exclude = held_out_triples(graph, labelled, holdout)
+    augmented = augmented_records(graph, config, exclude, templates_path) if config.augment else []
+    n_templated = len(augmented)
+    if config.substitute:
+        from knowlm.ie.kg2instruct.substitute import Substituter
+
+        substituter = Substituter(graph, exclude, config.seed)
+        for doc in kept_docs:
+            if split_of(doc.id, config.split_ratios, config.seed) != "train":
+                continue
+            for k in range(config.substitute):
+                variant = substituter.variant(doc, f"~{k}")
+                if variant is not None:
+                    augmented += labeller.records(variant, source="kg-substitute")
     splits["train"] += augmented
     all_records = [r for doc in kept_docs for r in doc.records] + augmented
     inventory = {"re": relations_by_lang(all_records), "ner": entity_types_by_lang(all_records)}
@@ -363,7 +360,8 @@ def kg2instruct(
         "triples": labeller.counts["triples"],
         "triples_per_relation": dict(per_relation.most_common()),
         "records": len(all_records),
-        "augmented_records": len(augmented),
+        "augmented_records": n_templated,
+        "substituted_records": len(augmented) - n_templated,
         "records_per_split": {k: len(v) for k, v in splits.items()},
         "instructions_per_split": {k: len(v) for k, v in instructions.items()},
         "skipped_input": dict(read_counts),

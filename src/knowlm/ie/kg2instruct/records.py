@@ -16,7 +16,7 @@ Two entity policies:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from knowlm.ie.kg2instruct.graph import KnowledgeGraph
 from knowlm.ie.records import find_span
@@ -41,6 +41,28 @@ class Fact:
     head: Span
     relation: str
     tail: Span
+
+
+@dataclass
+class LabelledUnit:
+    """One labelling unit (sentence or document) with offsets relative to the document."""
+
+    index: int
+    text: str
+    offset: int
+    spans: list[Span]
+    facts: list[Fact]
+
+
+@dataclass
+class LabelledDocument:
+    id: str
+    lang: str
+    records: list[dict]
+    triples: list[tuple[str, str, str]]  # canonical (head name, relation, tail name), for quality checks
+    units: list[LabelledUnit] = field(default_factory=list)
+    text: str = ""
+    triple_ids: list[tuple[str, str, str]] = field(default_factory=list)  # (head id, relation, tail id)
 
 
 def entity_name(graph: KnowledgeGraph, span: Span, text: str, names: str) -> str:
