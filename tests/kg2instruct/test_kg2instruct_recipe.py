@@ -208,6 +208,8 @@ def test_substituted_documents_keep_the_sentences_and_rename_every_entity(tmp_pa
     variants = [r for r in records.values() if r["source"] == "kg-substitute" and "#" not in r["id"]]
     assert stats["substituted_records"] == sum(1 for r in records.values() if r["source"] == "kg-substitute") > 0
     assert all(r["id"].split("~")[0] in {"bio", "zh"} for r in variants)  # never the held-out document
+    texts = [t for t in read(out / "texts.jsonl") if t["source"] == "kg-substitute"]
+    assert sorted(t["id"] for t in texts) == sorted(r["id"] for r in variants)  # pretraining reads each variant once
     for record in variants:
         original = records[record["id"].split("~")[0]]
         # the words around the entities are the original's

@@ -332,6 +332,8 @@ def kg2instruct(
     exclude = held_out_triples(graph, labelled, holdout)
     augmented = augmented_records(graph, config, exclude, templates_path) if config.augment else []
     n_templated = len(augmented)
+    texts = [{"id": doc.id, "text": doc.text, "lang": doc.lang, "source": "corpus"} for doc in kept_docs]
+    texts += [{"id": r["id"], "text": r["text"], "lang": r["lang"], "source": r["source"]} for r in augmented]
     if config.substitute:
         from knowlm.ie.kg2instruct.substitute import Substituter
 
@@ -343,6 +345,7 @@ def kg2instruct(
                 variant = substituter.variant(doc, f"~{k}")
                 if variant is not None:
                     augmented += labeller.records(variant, source="kg-substitute")
+                    texts.append({"id": variant.id, "text": variant.text, "lang": variant.lang, "source": "kg-substitute"})
     splits["train"] += augmented
     all_records = [r for doc in kept_docs for r in doc.records] + augmented
     inventory = {"re": relations_by_lang(all_records), "ner": entity_types_by_lang(all_records)}
@@ -371,8 +374,6 @@ def kg2instruct(
     if gold_path:
         stats["quality"] = quality_check(labelled, gold_path)
 
-    texts = [{"id": doc.id, "text": doc.text, "lang": doc.lang, "source": "corpus"} for doc in kept_docs]
-    texts += [{"id": r["id"], "text": r["text"], "lang": r["lang"], "source": r["source"]} for r in augmented]
     with atomic_dir(output) as tmp:
         write_jsonl(tmp / "records.jsonl", all_records)
         for name in SPLITS:
