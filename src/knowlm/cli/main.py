@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "knowlm.cli.edit",
     "knowlm.cli.instruct",
     "knowlm.cli.bench",
+    "knowlm.cli.env",
 ]
 
 app = typer.Typer(
@@ -48,9 +49,23 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        import knowlm
+
+        print(f"knowlm {knowlm.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show library warnings, deprecations and progress bars (hidden by default)."),
+) -> None:
     """Knowledgeable LLMs for knowledge extraction."""
+    from knowlm.utils import noise
+
+    noise.configure(verbose or None)
 
 
 def _register_all() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from knowlm.errors import KnowlmError
 from knowlm.instruct.records import read_instructions
 from knowlm.instruct.selectors import SELECTORS, SelectContext, Selector
-from knowlm.utils.jsonl import write_jsonl
+from knowlm.utils.jsonl import read_text, write_jsonl
 
 DEFAULT_PIPELINE = [{"selector": name} for name in ("length", "dedup", "rouge", "mtld", "language")]
 _POINTERS = ("duplicate_of", "similar_to")  # score fields that point at another record (by position)
@@ -69,7 +69,7 @@ def load_pipeline(path: str | Path | None) -> list[Step]:
     if not path.is_file():
         raise KnowlmError(f"pipeline file not found: {path}")
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         raise KnowlmError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     return build_steps(spec)
