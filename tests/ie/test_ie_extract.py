@@ -191,7 +191,7 @@ def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
     # The real tiny model through the real loader: the wiring works and every answer is accounted for.
     for constrained in ("--free", "--constrained"):
         result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred,
-                     "--max-new-tokens", "48", "--split-num", "2", constrained)
+                     "--max-new-tokens", "48", "--split-num", "2", constrained, "--overwrite")
         assert result.exit_code == 0, result.stderr
         records = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
         assert [r["id"] for r in records] == ["1", "2"] and [r["text"] for r in records] == [r["text"] for r in rows]
@@ -213,7 +213,7 @@ def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
         return ScriptedGenerator(script, template="alpaca")
 
     monkeypatch.setattr("knowlm.infer.load_generator", scripted_loader)
-    result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred, "--template", "chatml", "--keep-hallucinated")
+    result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred, "--template", "chatml", "--keep-hallucinated", "--overwrite")
     assert result.exit_code == 0, result.stderr
     assert calls == [(str(tiny_model_dir), None, "chatml", {"dtype": "auto", "device": "auto"})]
     records = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
@@ -230,7 +230,8 @@ def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
     assert {k: relation[k] for k in ("tp", "n_pred", "n_gold", "precision", "recall", "f1")} == {
         "tp": 1, "n_pred": 2, "n_gold": 2, "precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    assert cli("eval", "--gold", gold, "--pred", gold, "--report", report).exit_code == 0
+    assert cli("eval", "--gold", gold, "--pred", gold, "--report", report).exit_code == 2  # the report exists
+    assert cli("eval", "--gold", gold, "--pred", gold, "--report", report, "--overwrite").exit_code == 0
     assert json.loads(report.read_text(encoding="utf-8"))["relation"]["f1"] == 1.0
 
     bad = cli("extract", "-m", tiny_model_dir, "--task", "xx", "--schema", "a", "-i", texts, "-o", pred)

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from knowlm.cli._common import console, err_console
+from knowlm.cli._common import OVERWRITE, console, err_console
 from knowlm.errors import KnowlmError
 
 instruct_app = typer.Typer(
@@ -48,7 +48,7 @@ def generate_cmd(
     kg: List[Path] = typer.Option([], "--kg", help="kg2instruct: knowledge graph JSONL (repeatable)."),
     schema: Optional[Path] = typer.Option(None, "--schema", help="kg2instruct: relation schema JSON."),
     split: List[str] = typer.Option(["train"], "--split", help="kg2instruct: which splits to write (train, dev, test; repeatable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate even when OUTPUT exists."),
+    overwrite: bool = OVERWRITE,
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
 ) -> None:
     """Generate instruction data with an LLM (endpoint or local model) or from a knowledge graph.
@@ -61,13 +61,15 @@ def generate_cmd(
 
     if method not in METHODS:
         raise KnowlmError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    from knowlm.utils.outputs import check_output
+
     if not seeds.is_file():
         raise KnowlmError(f"--seeds file not found: {seeds}")
-    if output.exists() and not overwrite:
-        console.print(f"{output} already exists: nothing to do (pass --overwrite to regenerate).")
-        return
-    if output.exists():
-        output.unlink()
+    for path in kg:
+        if not path.is_file():
+            raise KnowlmError(f"--kg file not found: {path}")
+    # An interrupted run resumes from OUTPUT.partial; a finished OUTPUT is replaced only with --overwrite.
+    check_output(output, overwrite=overwrite, inputs=[seeds, *kg, schema, model, adapter])
     if method == "kg2instruct":
         from knowlm.instruct import kg_instructions
 
@@ -122,6 +124,7 @@ def select_cmd(
     api_base: Optional[str] = typer.Option(None, "--api-base", help="OpenAI-compatible endpoint for the judge."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="KNOWLM_API_KEY", help="Bearer key for the endpoint."),
     api_model: Optional[str] = typer.Option(None, "--api-model", help="Model name at the endpoint."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Select instruction data: apply selectors in order and report what each dropped and why.
 
@@ -132,7 +135,12 @@ def select_cmd(
     from knowlm.instruct import select
     from knowlm.instruct.selectors import SelectContext
     from knowlm.utils.atomic import atomic_write
+    from knowlm.utils.outputs import check_outputs
 
+    if not input.is_file():
+        raise KnowlmError(f"input file not found: {input}")
+    check_outputs([(output, "--output"), (rejected, "--rejected"), (report, "--report")], overwrite=overwrite,
+                  inputs=[input, pipeline, model, adapter])
     context = SelectContext(model=model, adapter=adapter, api_base=api_base, api_key=api_key, api_model=api_model,
                             progress=err_console.is_terminal)
     summary = select(input, output, pipeline, dry_run=dry_run, scores=scores, rejected=rejected, context=context,

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from knowlm.cli._common import console, parse_floats
+from knowlm.cli._common import ALLOW_EMPTY, OVERWRITE, console, parse_floats
 from knowlm.errors import KnowlmError
 
 
@@ -30,6 +30,8 @@ def kg2instruct(
     keep_empty: bool = typer.Option(False, help="Also keep sentences with two linked entities but no relation (negatives)."),
     case_sensitive: bool = typer.Option(False, help="Match aliases with exact letter case."),
     seed: int = typer.Option(0, help="Seed for splits and negative sampling."),
+    overwrite: bool = OVERWRITE,
+    allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
     """Build relation-extraction instructions by distant supervision (KG2Instruction).
 
@@ -41,7 +43,12 @@ def kg2instruct(
     """
     from knowlm.ie.kg2instruct import KG2InstructConfig, load_rules
     from knowlm.ie.kg2instruct import kg2instruct as run
+    from knowlm.utils.outputs import check_output
 
+    for path in [*corpus, *kg]:
+        if not path.is_file():
+            raise KnowlmError(f"input file not found: {path}")
+    check_output(output, overwrite=overwrite, kind="dir", inputs=[*corpus, *kg, schema, relation_map, rules, gold])
     if lang not in ("auto", "zh", "en"):
         raise KnowlmError("--lang must be auto, zh or en")
     styles = tuple(s.strip() for s in style.split(",") if s.strip())
@@ -54,7 +61,8 @@ def kg2instruct(
         lang=lang, unit=unit, ignore_case=not case_sensitive, min_confidence=min_confidence, rules=load_rules(rules) if rules else {},
         split_ratios=tuple(ratios), styles=styles, split_num=split_num, neg_ratio=neg_ratio, seed=seed, keep_empty=keep_empty,
     )
-    stats = run(corpus, kg, output, config, schema_path=schema, relation_map_path=relation_map, gold_path=gold, progress=True)
+    stats = run(corpus, kg, output, config, schema_path=schema, relation_map_path=relation_map, gold_path=gold, progress=True,
+               allow_empty=allow_empty)
     link = stats["linking"]
     summary = (
         f"Labelled {stats['documents']} documents ({stats['sentences']} sentences): {stats['mentions']} mentions, "

@@ -41,8 +41,10 @@ def serve(
     from knowlm.serve import ServeConfig, ServeLimits, parse_adapters, run_server
     from knowlm.serve.server import build_engine, is_loopback
 
-    if not 0 < port < 65536:
-        raise KnowlmError(f"--port must be in 1..65535, got {port}")
+    from knowlm.utils.net import check_api_key, check_port_free
+
+    api_key = check_api_key(api_key)
+    check_port_free(host, port)
     for flag, value in (("--max-batch-size", max_batch_size), ("--max-queue", max_queue), ("--max-tokens", max_tokens), ("--max-body-bytes", max_body_bytes)):
         if value < 1:
             raise KnowlmError(f"{flag} must be >= 1")
