@@ -211,7 +211,7 @@ def kg2instruct(
     if progress:
         from tqdm import tqdm
 
-        documents = tqdm(documents, desc="labelling", unit="doc")
+        documents = tqdm(documents, desc="labelling", unit="doc", disable=None)  # off when stderr is not a terminal
     labelled = [labeller.label(doc) for doc in documents]
     if not labelled:
         raise KnowlmError("the corpus holds no documents with text")
