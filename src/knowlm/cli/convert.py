@@ -31,8 +31,10 @@ def convert(
     Relation labels stay the dataset's own unless --relation-map renames them. Reports how many
     units were read, what was skipped or left out and why, with the first file:line of each.
 
-    Example: knowlm convert duie duie_train.json duie.records.jsonl
-    Example: knowlm convert gids gids_train_bags.json gids.jsonl --relation-map gids_names.json
+    Example: knowlm convert sft demo-work/kg2instruct/records.jsonl demo-work/examples/re_instructions.jsonl --task re
+
+    Your download: knowlm convert duie duie_train.json duie.records.jsonl
+    Your download: knowlm convert gids gids_train_bags.json gids.jsonl --relation-map gids_names.json
     """
     from knowlm.ie.datasets import ConvertReport, convert as run_convert, schema_from_records
     from knowlm.utils.jsonl import JsonlStats, iter_jsonl, write_jsonl

@@ -50,7 +50,9 @@ def edit_command(
 
     Without --output the original weights are restored and only the metrics are reported.
 
-    Example: knowlm edit --model ./llama-7b --method rome --requests knowedit_counterfact.json --output edited
+    Example: knowlm edit --model demo-work/merged --method rome --requests demo-work/edit_requests.json --hparams tiny --output demo-work/examples/edited
+
+    Your model: knowlm edit --model ./llama-7b --method rome --requests knowedit_counterfact.json --output edited
     """
     from rich.progress import Progress
 

@@ -79,8 +79,9 @@ def evaluate(
     Predictions are matched to gold by id; parse failures count as empty predictions and are
     listed by reason. With --iepile the report also holds IEPile's own eval_func.py numbers.
 
-    Example: knowlm eval --gold gold.jsonl --pred pred.jsonl --report report.json --plot f1.png
-    Example: knowlm eval --iepile results/test_output.jsonl --count duplicates
+    Example: knowlm eval --gold demo-work/ie-after/gold.jsonl --pred demo-work/ie-after/pred.jsonl --report demo-work/examples/report.json --plot demo-work/examples/f1.png
+
+    Your IEPile results: knowlm eval --iepile results/test_output.jsonl --count duplicates
     """
     from knowlm.ie.datasets.base import load_relation_map, rename_relations
     from knowlm.ie.metrics import check_count, measures_present, normalizer, plot_per_type, score

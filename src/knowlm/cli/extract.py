@@ -38,7 +38,7 @@ def extract(
     Texts x schema batches are decoded in batches; long texts are chunked at sentence ends and
     merged with offsets; each record carries parse_status (ok / partial / failed) and reasons.
 
-    Example: knowlm extract -m demo-work/model --task re --schema '["located in","founded by"]' -i texts.jsonl -o pred.jsonl
+    Example: knowlm extract -m demo-work/merged --task re --schema '["located in","place of birth"]' -i demo-work/ie-after/gold.jsonl -o demo-work/examples/pred.jsonl
     """
     from knowlm.ie.extract import extract_texts
     from knowlm.ie.schema import check_task, load_schema

@@ -41,7 +41,7 @@ def generate(
 
     In chat, change decoding while it runs: /set temperature 0.2, /set preset ie, /show, /reset, /quit.
 
-    Example: knowlm generate -m demo-work/model --cases examples/general_cases.jsonl -o answers.jsonl
+    Example: knowlm generate -m demo-work/merged --cases examples/general_cases.jsonl -o demo-work/examples/answers.jsonl
     """
     from knowlm.infer import load_generator
     from knowlm.infer.cases import run_cases_file

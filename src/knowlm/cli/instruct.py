@@ -14,7 +14,7 @@ from knowlm.errors import KnowlmError
 
 instruct_app = typer.Typer(
     help="Instruction data: generate it (self-instruct, back-translation, KG2Instruction) and select it with a YAML pipeline.\n\n"
-    "Example: knowlm instruct select --input data.jsonl --output clean.jsonl --pipeline pipeline.yaml",
+    "Example: knowlm instruct select --input demo-work/kg2instruct/train.jsonl --output demo-work/examples/selected.jsonl",
     no_args_is_help=True,
 )
 
@@ -55,7 +55,9 @@ def generate_cmd(
 
     Re-running the same command after an interruption resumes: finished rounds/batches are kept.
 
-    Example: knowlm instruct generate --method self-instruct --seeds seeds.jsonl --output gen.jsonl --api-base http://127.0.0.1:8090/v1 -n 50
+    Example: knowlm instruct generate --method kg2instruct --seeds src/knowlm/resources/corpus.jsonl --kg src/knowlm/resources/kg.jsonl --output demo-work/examples/kg_instructions.jsonl
+
+    With `knowlm serve` running: knowlm instruct generate --method self-instruct --seeds demo-work/kg2instruct/dev.jsonl --output gen.jsonl --api-base http://127.0.0.1:8090/v1 -n 50
     """
     from knowlm.instruct import METHODS
 
@@ -128,7 +130,7 @@ def select_cmd(
 ) -> None:
     """Select instruction data: apply selectors in order and report what each dropped and why.
 
-    Example: knowlm instruct select --input gen.jsonl --output clean.jsonl --pipeline pipeline.yaml --rejected dropped.jsonl
+    Example: knowlm instruct select --input demo-work/kg2instruct/train.jsonl --output demo-work/examples/selected.jsonl --rejected demo-work/examples/dropped.jsonl
     """
     from rich.table import Table
 

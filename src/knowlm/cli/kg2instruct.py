@@ -39,7 +39,7 @@ def kg2instruct(
     the graph's relations between entities of one sentence, filters them with rules and writes
     gold records plus instructions split by document.
 
-    Example: knowlm kg2instruct --corpus corpus.jsonl --kg kg.jsonl --schema kg_schema.json --output kg2i
+    Example: knowlm kg2instruct --corpus src/knowlm/resources/corpus.jsonl --kg src/knowlm/resources/kg.jsonl --schema src/knowlm/resources/kg_schema.json --output demo-work/examples/kg2i
     """
     from knowlm.ie.kg2instruct import KG2InstructConfig, load_rules
     from knowlm.ie.kg2instruct import kg2instruct as run

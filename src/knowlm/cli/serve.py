@@ -35,7 +35,7 @@ def serve(
 
     Concurrent requests share forward passes (continuous batching); /metrics shows queue depth and tokens/s.
 
-    Example: knowlm serve -m demo-work/model --adapter ie=demo-work/lora --port 8090 --api-key secret
+    Example: knowlm serve -m demo-work/pretrain --adapter ie=demo-work/sft --port 8090 --api-key secret
     """
     from knowlm.errors import KnowlmError
     from knowlm.serve import ServeConfig, ServeLimits, parse_adapters, run_server

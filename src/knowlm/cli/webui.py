@@ -22,7 +22,7 @@ def webui(
 ) -> None:
     """Open a web page to try a model: completion, instruction (streaming) and knowledge extraction.
 
-    Example: knowlm webui -m demo-work/model --adapter ie=demo-work/lora --port 7860
+    Example: knowlm webui -m demo-work/pretrain --adapter ie=demo-work/sft --port 7860
     """
     from knowlm.serve import ServeConfig, build_service, parse_adapters
     from knowlm.serve.server import is_loopback

@@ -11,7 +11,7 @@ from knowlm.cli._common import OVERWRITE, console
 
 weights_app = typer.Typer(
     help="Streaming weight tools: diff/recover, merge-lora, convert-meta, export-gguf, export-mindspore, download.\n\n"
-    "Example: knowlm weights recover --base llama-13b-hf --diff zhixi-13b-diff --output zhixi-13b",
+    "Example: knowlm weights merge-lora --base demo-work/pretrain --adapter demo-work/sft --output demo-work/examples/merged",
     no_args_is_help=True,
 )
 
@@ -38,7 +38,9 @@ def diff_cmd(
 ) -> None:
     """Write TARGET - BASE tensor by tensor, with SHA-256 of every target tensor in knowlm.json.
 
-    Example: knowlm weights diff --base llama-13b-hf --target zhixi-13b --output zhixi-13b-diff
+    Example: knowlm weights diff --base demo-work/pretrain --target demo-work/merged --output demo-work/examples/diff
+
+    ZhiXi: knowlm weights diff --base llama-13b-hf --target zhixi-13b --output zhixi-13b-diff
     """
     from knowlm.weights import make_diff
 
@@ -67,7 +69,9 @@ def recover_cmd(
 ) -> None:
     """Recover BASE + DIFF tensor by tensor and verify every tensor; nothing is written on failure.
 
-    Example: knowlm weights recover --base llama-13b-hf --diff zhixi-13b-diff --output zhixi-13b
+    Example: knowlm weights recover --base demo-work/pretrain --diff demo-work/examples/diff --output demo-work/examples/recovered
+
+    ZhiXi: knowlm weights recover --base llama-13b-hf --diff zhixi-13b-diff --output zhixi-13b --expected-sum 94052.2891
     """
     from knowlm.weights import recover
 
@@ -92,7 +96,7 @@ def merge_lora_cmd(
 ) -> None:
     """Merge a LoRA adapter into its base, tensor by tensor, checking that every target changed.
 
-    Example: knowlm weights merge-lora --base llama-13b-hf --adapter zhixi-lora --output zhixi-merged
+    Example: knowlm weights merge-lora --base demo-work/pretrain --adapter demo-work/sft --output demo-work/examples/merged
     """
     from knowlm.weights import merge_lora
 
@@ -114,7 +118,7 @@ def convert_meta_cmd(
 ) -> None:
     """Convert Meta's original LLaMA checkpoint to Hugging Face layout, one tensor at a time.
 
-    Example: knowlm weights convert-meta --input llama/13B --output llama-13b-hf
+    Example (Meta's original download, not made by the demo): knowlm weights convert-meta --input llama/13B --output llama-13b-hf
     """
     from knowlm.weights import convert_meta
 
@@ -140,7 +144,9 @@ def export_gguf_cmd(
     """Export a model to GGUF for llama.cpp (tokenizer, chat template and rope scaling included), or a LoRA adapter
     to a GGUF adapter for llama.cpp's --lora.
 
-    Example: knowlm weights export-gguf --model zhixi-13b --output zhixi-13b-q4_k_m.gguf --type q4_k_m
+    Example: knowlm weights export-gguf --model demo-work/merged --output demo-work/examples/merged-f16.gguf --type f16
+
+    A LoRA adapter: knowlm weights export-gguf --model demo-work/sft --base demo-work/pretrain --output demo-work/examples/sft-lora.gguf
     """
     _outputs(output, overwrite, "file", ("--model", model), ("--base", base), ("--imatrix", imatrix))
     if (model / "adapter_config.json").is_file():
@@ -169,7 +175,7 @@ def export_mindspore_cmd(
 ) -> None:
     """Export a LLaMA model to a MindSpore checkpoint with MindFormers' parameter names (Ascend).
 
-    Example: knowlm weights export-mindspore --model zhixi-13b --output zhixi-13b.ckpt
+    Example: knowlm weights export-mindspore --model demo-work/merged --output demo-work/examples/merged.ckpt
     """
     from knowlm.weights import export_mindspore
 
@@ -191,7 +197,7 @@ def download_cmd(
 ) -> None:
     """Download a model snapshot from the Hugging Face hub and verify checksums.
 
-    Example: knowlm weights download zjunlp/OneKE --output OneKE --include '*.safetensors' --checksums md5.txt
+    Example (needs the network): knowlm weights download zjunlp/OneKE --output OneKE --include '*.safetensors' --checksums md5.txt
     """
     from knowlm.utils.outputs import check_output
     from knowlm.weights import download
@@ -212,7 +218,7 @@ def verify_cmd(
 ) -> None:
     """Verify files against an MD5/SHA-256 list, naming the first file that does not match.
 
-    Example: knowlm weights verify zhixi-13b-diff --checksums md5.txt
+    Example: (cd demo-work/merged && sha256sum *.safetensors) > demo-work/merged.sha256 && knowlm weights verify demo-work/merged --checksums demo-work/merged.sha256
     """
     from knowlm.weights import verify_checksums
 
