@@ -59,7 +59,7 @@ class Outcome:
 
 
 def readme_steps(paths: list[Path]) -> list[Step]:
-    """The command lines of every marked bash block, in order."""
+    """The command lines of every marked bash block, in order; README.zh.md repeats README.md's, run once."""
     steps: list[Step] = []
     for path in paths:
         if not path.is_file():
@@ -75,7 +75,10 @@ def readme_steps(paths: list[Path]) -> list[Step]:
                 continue
             if block is not None:
                 block.append(line)
-    return steps
+    unique: dict[str, Step] = {}
+    for step in steps:
+        unique.setdefault(step.line, step)
+    return list(unique.values())
 
 
 def _commands(block: list[str], source: str) -> list[Step]:

@@ -19,7 +19,7 @@ import warnings
 from typing import Callable
 
 VERBOSE_ENV = "KNOWLM_VERBOSE"
-QUIET_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+QUIET_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning, ImportWarning)
 # Library messages that say nothing a knowlm user can act on (knowlm sets these things itself).
 QUIET_MESSAGES = (
     r".*`is_gradient_checkpointing` is deprecated.*",
