@@ -57,6 +57,29 @@ def two_prefixes(tmp_path_factory, tiny_tokenizer) -> tuple[str, str]:
     return a, b
 
 
+@pytest.fixture
+def write_indexed(tmp_path, tiny_tokenizer):
+    """``write_indexed(documents, name, sidecar=None) -> prefix``: documents are lists of token-id
+    sequences; ``sidecar`` (a dict) is written as ``PREFIX.json`` the way `knowlm data prepare` does."""
+    import numpy as np
+
+    from knowlm.data.indexed import IndexedDatasetWriter
+
+    def write(documents: list[list[list[int]]], name: str = "ds", sidecar: dict | None = None) -> str:
+        prefix = tmp_path / name
+        writer = IndexedDatasetWriter(str(prefix), dtype=np.uint16)
+        for sequences in documents:
+            writer.add_document(sequences)
+        writer.finalize()
+        if sidecar is not None:
+            base = {"tokenizer": "tiny", "vocab_size": len(tiny_tokenizer), "bos_token_id": tiny_tokenizer.bos_token_id,
+                    "eos_token_id": tiny_tokenizer.eos_token_id}
+            (tmp_path / f"{name}.json").write_text(json.dumps({**base, **sidecar}), encoding="utf-8")
+        return str(prefix)
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def sft_file(tmp_path_factory) -> str:
     """The bundled sample instructions."""

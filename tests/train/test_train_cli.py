@@ -96,3 +96,69 @@ def test_main_exit_code_and_help():
     for sub in ("pretrain", "sft"):
         result = CliRunner().invoke(app, ["train", sub, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output
+
+
+def _captured(monkeypatch) -> dict:
+    """Replace both recipes by a stub that records the config the CLI built."""
+    import knowlm.train as train
+
+    seen: dict = {}
+
+    def fake(kind):
+        def run(cfg, quiet=False):
+            seen["cfg"] = cfg
+            return {"stopped_early": True, "steps": 0}
+        return run
+
+    monkeypatch.setattr(train, "pretrain", fake("pretrain"))
+    monkeypatch.setattr(train, "sft", fake("sft"))
+    return seen
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from knowlm.cli.main import app
+
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def test_every_config_field_is_a_flag_of_its_recipe():
+    import dataclasses
+
+    from knowlm.train.config import PretrainConfig, SFTConfig, TrainConfig
+
+    for sub, cls in (("pretrain", PretrainConfig), ("sft", SFTConfig)):
+        out = _invoke(sub, "--help").output
+        for f in dataclasses.fields(cls):
+            assert "--" + f.name.replace("_", "-")[:14] in out, (sub, f.name)
+        for shortcut in ("--lora", "--qlora", "--full", "--config"):
+            assert shortcut in out
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert "min_lr_ratio" in shared  # sft lacked --min-lr-ratio before the options were generated
+
+
+@pytest.mark.parametrize("sub", ["pretrain", "sft"])
+@pytest.mark.parametrize("flags", [["--lora", "--full"], ["--method", "full", "--qlora"]])
+def test_conflicting_methods_are_refused_by_both_recipes(monkeypatch, sub, flags):
+    seen = _captured(monkeypatch)
+    result = _invoke(sub, "--model", "m", "--data", "d", "--output", "o", *flags)
+    assert "choose one of --lora, --qlora, --full" in str(result.exception) and "cfg" not in seen
+
+
+def test_preset_then_flags_and_unknown_yaml_keys(monkeypatch, tmp_path):
+    seen = _captured(monkeypatch)
+    result = _invoke("sft", "--model", "m", "--data", "d", "--output", "o", "--config", "sft_oneke",
+                     "--min-lr-ratio", "0.2", "--lora-r", "4", "--lora-target-modules", "q_proj,v_proj", "--full")
+    assert result.exception is None, result.output
+    cfg = seen["cfg"]
+    assert (cfg.template, cfg.lora_r, cfg.min_lr_ratio, cfg.method) == ("llama2", 4, 0.2, "full")
+    assert cfg.lora_target_modules == ["q_proj", "v_proj"]
+    result = _invoke("pretrain", "--model", "m", "--data", "0.7", "a", "0.3", "b", "--output", "o", "--lora")
+    assert seen["cfg"].data == ["0.7", "a", "0.3", "b"] and seen["cfg"].method == "lora"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learnin_rate: 0.1\nlora_r: 4\n", encoding="utf-8")
+    result = _invoke("sft", "--model", "m", "--data", "d", "--output", "o", "--config", str(bad))
+    message = str(result.exception)
+    assert "learnin_rate (did you mean learning_rate?)" in message and "valid options:" in message
+    assert "min_lr_ratio" in message and "\n" not in message

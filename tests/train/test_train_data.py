@@ -39,8 +39,9 @@ def test_blend_keeps_proportions_in_every_batch_and_reshuffles():
 
 def test_pretrain_blend_reads_memory_mapped_sources(two_prefixes):
     a, b = two_prefixes
-    train, weights, evals = load_pretrain_sets(["0.5", a, "0.5", b], seq_len=16)
-    assert weights == [0.5, 0.5] and not evals
+    sets = load_pretrain_sets(["0.5", a, "0.5", b], seq_len=16)
+    train, weights = sets.train, sets.weights
+    assert weights == [0.5, 0.5] and not sets.evals
     assert isinstance(train[0].dataset._bin, np.memmap)
     blend = BlendedExamples(train, weights, seed=0)
     sources = [blend.index.locate(g)[0] for g in range(40)]
@@ -50,7 +51,8 @@ def test_pretrain_blend_reads_memory_mapped_sources(two_prefixes):
 
 
 def test_eval_split_holds_out_whole_documents(corpus_prefix):
-    train, _, evals = load_pretrain_sets([corpus_prefix], seq_len=48, eval_split=0.2)
+    sets = load_pretrain_sets([corpus_prefix], seq_len=48, eval_split=0.2)
+    train, evals = sets.train, sets.evals
     docs = np.asarray(train[0].dataset.document_indices)
     assert len(evals) == 1 and len(evals[0]) > 0
     assert int(evals[0].indices[0]) in set(docs.tolist())  # held-out part starts at a document boundary
@@ -59,7 +61,7 @@ def test_eval_split_holds_out_whole_documents(corpus_prefix):
 
 def test_stream_splits_global_batches_over_ranks_and_resumes(two_prefixes):
     a, _ = two_prefixes
-    train, _, _ = load_pretrain_sets([a], seq_len=16)
+    train = load_pretrain_sets([a], seq_len=16).train
     full = ExampleStream(BlendedExamples(train, None, 3), 16, micro_batch_size=4)
     ranks = [ExampleStream(BlendedExamples(train, None, 3), 16, micro_batch_size=2, world=2, rank=r) for r in (0, 1)]
     for _ in range(3):

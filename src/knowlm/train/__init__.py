@@ -1,5 +1,8 @@
 """Training recipes: continued pretraining and instruction tuning (LoRA, QLoRA, full), from one
-process to multi-node ``torchrun`` with DDP, FSDP or DeepSpeed ZeRO."""
+process to multi-node ``torchrun`` with DDP, FSDP or DeepSpeed ZeRO.
+
+Importing this package does not import torch (the recipes do, when they run), so reading a config
+or ``knowlm train --help`` stays fast."""
 
 from knowlm.train.config import PretrainConfig, SFTConfig, build_config
 from knowlm.train.demo import demo_stage_pretrain, demo_stage_sft

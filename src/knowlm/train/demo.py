@@ -21,7 +21,10 @@ def demo_stage_pretrain(workdir: str | Path, model_dir: str | Path, data_prefix:
         seq_len=128, micro_batch_size=4, max_steps=steps, learning_rate=2e-3, warmup_steps=2,
         logging_steps=2, eval_split=0.1, strategy="single", overwrite=True,
     )
-    first = _short(pretrain(cfg, quiet=True))
+    summary = pretrain(cfg, quiet=True)
+    first = _short(summary)
+    data = summary["data"]  # the corpus is packed at 256 tokens: longer samples continue, nothing is dropped
+    first.update({k: data[k] for k in ("seq_len", "long_sequences", "continued_examples", "truncated_tokens")})
     from knowlm.train.metrics import read_metrics
 
     losses = [r["loss"] for r in read_metrics(cfg.output) if "loss" in r]

@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +25,7 @@ from knowlm.train.config import TrainConfig
 from knowlm.train.distributed import Runtime, init_distributed, load_deepspeed_config, resolve_strategy, wrap
 from knowlm.train.metrics import MetricsLogger, flops_per_token, peak_flops, plot_loss
 from knowlm.train.modeling import check_method_available, count_parameters, load_for_training
-from knowlm.train.sampling import BlendedExamples, ExampleStream
+from knowlm.train.sampling import BlendedExamples, ExampleStream, TrainData
 
 
 class LRSchedule:
@@ -67,16 +66,6 @@ class LRSchedule:
     def load_state_dict(self, state: dict) -> None:
         self.steps = int(state["steps"])
         self.apply()
-
-
-@dataclass
-class TrainData:
-    """What a recipe's data setup hands to the shared loop."""
-
-    train: BlendedExamples
-    evals: BlendedExamples | None
-    max_len: int
-    info: dict  # reported in the summary (counts, truncation)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

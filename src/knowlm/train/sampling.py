@@ -136,6 +136,16 @@ class BlendedExamples:
 
 
 @dataclass
+class TrainData:
+    """What a recipe's data setup hands to the shared loop."""
+
+    train: "BlendedExamples"
+    evals: "BlendedExamples | None"
+    max_len: int
+    info: dict  # reported in the summary (counts, truncation)
+
+
+@dataclass
 class Row:
     """One training sequence: the examples (global positions) it holds."""
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from knowlm.train.config import SFTConfig
 from knowlm.train.data_sft import load_sft_sets
-from knowlm.train.recipe import TrainData, run
-from knowlm.train.sampling import BlendedExamples
+from knowlm.train.sampling import BlendedExamples, TrainData
 
 GROUP_FACTOR = 50  # mega-batch = 50 global micro-batches, as HF's length-grouped sampler
 
@@ -37,4 +36,6 @@ def build_data(cfg: SFTConfig, tokenizer) -> TrainData:
 
 def sft(cfg: SFTConfig, quiet: bool = False) -> dict:
     """Train and return the run summary (also written to ``OUTPUT/train_summary.json``)."""
+    from knowlm.train.recipe import run
+
     return run(cfg, "sft", build_data, produced_by="knowlm train sft", template=cfg.template, quiet=quiet)
