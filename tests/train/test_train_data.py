@@ -11,7 +11,8 @@ from knowlm.models import templates
 from knowlm.train.config import SFTConfig, build_config, parse_weighted
 from knowlm.train.data_pretrain import load_pretrain_sets
 from knowlm.train.data_sft import load_sft_sets, tokenize_example
-from knowlm.train.sampling import BlendedExamples, BlendedIndex, ExampleStream, collate
+from knowlm.train.batching import ExampleStream, collate
+from knowlm.train.sampling import BlendedExamples, BlendedIndex
 
 
 def test_parse_weighted_forms():
@@ -85,12 +86,11 @@ def test_collate_pads_and_packs_without_cross_attention():
     assert padded["labels"].tolist() == [[-100, 6, 7], [8, 9, -100]]
     assert padded["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert padded["num_tokens"] == 5
-    packed = collate([[a, b]], max_len=8, pad_id=0, packing=True)
-    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
-    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
-    assert packed["labels"].tolist() == [[-100, 6, 7, -100, 9]]  # b's first token is not predicted from a
-    mask = packed["attention_mask"][0, 0]
-    assert mask[3, :3].sum() == 0 and mask[4, 3] and not mask[3, 4]
+    packed = collate([[a, b], [b]], max_len=8, pad_id=0, packing=True)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9], [8, 9, 0, 0, 0]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]  # the padding tail is its own segment
+    assert packed["labels"].tolist() == [[-100, 6, 7, -100, 9], [8, 9, -100, -100, -100]]  # b is not predicted from a
+    assert "attention_mask" not in packed  # no dense 4-D mask: boundaries come from the positions
 
 
 def test_packed_forward_equals_separate_forwards(tiny_model):
@@ -99,8 +99,8 @@ def test_packed_forward_equals_separate_forwards(tiny_model):
     b = (np.array([1, 80, 90]), np.array([1, 80, 90]))
     packed = collate([[a, b]], max_len=16, pad_id=0, packing=True)
     with torch.no_grad():
-        logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
-                       position_ids=packed["position_ids"]).logits
+        # as in training: no KV cache (transformers reads packing from the positions only without one)
+        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits
         la = model(input_ids=torch.from_numpy(a[0])[None]).logits
         lb = model(input_ids=torch.from_numpy(b[0])[None]).logits
     assert torch.allclose(logits[0, :4], la[0], atol=1e-4)
@@ -111,7 +111,8 @@ def test_packed_forward_equals_separate_forwards(tiny_model):
 def test_labels_masked_exactly_over_the_inference_prompt(tiny_tokenizer, template):
     record = {"instruction": "List the rivers.", "input": "The Yangtze flows through Shanghai.", "output": "Yangtze",
               "history": [["hi", "hello"]]}
-    ids, labels, truncated = tokenize_example(tiny_tokenizer, template, record, cutoff_len=4096, train_on_inputs=False)
+    ids, labels, truncated = tokenize_example(tiny_tokenizer, template, record, cutoff_len=4096, train_on_inputs=False,
+                                              mask_history=True)
     prompt = templates.render(template, record["instruction"], record["input"], history=record["history"])
     prompt_ids = tiny_tokenizer(prompt)["input_ids"]  # what inference feeds the model
     n = len(prompt_ids)
@@ -122,6 +123,13 @@ def test_labels_masked_exactly_over_the_inference_prompt(tiny_tokenizer, templat
     assert not truncated
     _, all_labels, _ = tokenize_example(tiny_tokenizer, template, record, 4096, train_on_inputs=True)
     assert all_labels.tolist() == ids.tolist()
+    # by default every assistant turn is learned: the earlier answer too, nothing else of the prompt
+    same_ids, turn_labels, _ = tokenize_example(tiny_tokenizer, template, record, 4096, train_on_inputs=False)
+    assert same_ids.tolist() == ids.tolist()
+    history_part = [i for i, y in zip(ids[:n].tolist(), turn_labels[:n].tolist()) if y != -100]
+    expected = "hello </s>" if template == "llama2" else "hello"  # llama2 learns to close the turn too
+    assert tiny_tokenizer.decode(history_part).strip() == expected
+    assert (turn_labels[n:] == labels[n:]).all()
 
 
 def test_cutoff_truncation_is_counted(tiny_tokenizer, write_records):

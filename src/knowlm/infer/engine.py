@@ -49,7 +49,7 @@ class Generator:
     def prompt(self, instruction: str, input: str = "", system: str | None = None, history=()) -> str:
         from knowlm.models.templates import render
 
-        return render(self.template, instruction, input, system, history)
+        return render(self.template, instruction, input, system, history, tokenizer=self.tokenizer)
 
     def generate(
         self,

@@ -20,9 +20,13 @@ from knowlm.errors import KnowlmError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STRATEGIES = ("auto", "single", "ddp", "fsdp", "deepspeed")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "bf16-pure")
 SCHEDULERS = ("cosine", "linear", "constant")
 METHODS = ("full", "lora", "qlora")
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
+SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTENTION = ("auto", "sdpa", "flash_attention_2", "flex_attention", "eager")
+REPORTERS = ("tensorboard", "wandb", "mlflow")
 DEFAULT_SEQ_LEN = 1024
 
 
@@ -53,12 +57,17 @@ class TrainConfig:
     data: list[str] = opt(help="Training data; weighted blend: --data 0.7 A 0.3 B.", factory=list, panel=MAIN)
     output: str = opt("", "Output directory.", flags=("-o",), panel=MAIN)
     method: str = opt("full", "What to train (shortcuts: --full, --lora, --qlora).", choices=METHODS, panel=MAIN)
+    save_dtype: str = opt("auto", "dtype of the saved weights; auto: the base model's (adapters: as trained).",
+                          choices=SAVE_DTYPES, panel=MAIN)
+    blend_by: str = opt("tokens", "What --data weights share out: tokens (Megatron) or sequences.",
+                        choices=("tokens", "sequences"), panel=DATA)
     # optimisation
     learning_rate: float = opt(3e-4, "Peak learning rate.", flags=("--lr",), panel=OPTIM)
     weight_decay: float = opt(0.0, "AdamW weight decay.", panel=OPTIM)
     adam_beta1: float = opt(0.9, "AdamW beta1.", panel=OPTIM)
     adam_beta2: float = opt(0.95, "AdamW beta2.", panel=OPTIM)
     adam_eps: float = opt(1e-8, "AdamW epsilon.", panel=OPTIM)
+    optim: str = opt("adamw", "Optimizer (8-bit ones need bitsandbytes and CUDA).", choices=OPTIMIZERS, panel=OPTIM)
     lr_scheduler: str = opt("cosine", "Learning-rate schedule after warmup.", choices=SCHEDULERS, panel=OPTIM)
     warmup_steps: int = opt(0, "Linear warmup steps (0: use --warmup-ratio).", panel=OPTIM)
     warmup_ratio: float = opt(0.0, "Warmup as a fraction of all steps, when --warmup-steps is 0.", panel=OPTIM)
@@ -77,18 +86,31 @@ class TrainConfig:
     lora_alpha: int = opt(16, "LoRA alpha (scale = alpha / r).", panel=LORA)
     lora_dropout: float = opt(0.05, "Dropout on the LoRA input.", panel=LORA)
     lora_target_modules: list[str] | None = opt(None, "Comma-separated module names; default every linear projection.", panel=LORA)
+    use_dora: bool = opt(False, "DoRA: weight-decomposed LoRA (magnitude + direction).", panel=LORA)
+    use_rslora: bool = opt(False, "rsLoRA: scale by alpha / sqrt(r) instead of alpha / r.", panel=LORA)
+    loraplus_lr_ratio: float = opt(0.0, "LoRA+: learning rate of the B matrices = ratio x that of A (0: off; paper: 16).", panel=LORA)
+    merge_at_end: bool = opt(False, "Also write OUTPUT/merged: the base with the adapter merged in.", panel=LORA)
     # evaluation, logging, checkpoints
     eval_steps: int = opt(0, "Evaluate every N steps (0: only at the end, when there is eval data).", panel=EVAL)
-    eval_max_batches: int = opt(50, "Evaluate on at most this many global micro-batches.", panel=EVAL)
+    eval_max_examples: int = opt(0, "Evaluate on the first N eval examples (0: all of them, exactly once).", panel=EVAL)
+    save_best: str | None = opt(None, "Keep the best model so far in OUTPUT/best, by this metric.", choices=("eval_loss", "ie_f1"), panel=EVAL)
+    early_stopping_patience: int = opt(0, "Stop after N evaluations without a better --save-best metric (0: never).", panel=EVAL)
+    early_stopping_threshold: float = opt(0.0, "An improvement must exceed this to count.", panel=EVAL)
     logging_steps: int = opt(10, "Log metrics every N steps.", panel=EVAL)
     save_steps: int = opt(0, "Checkpoint every N steps (0: no intermediate checkpoints).", panel=EVAL)
     save_total_limit: int = opt(2, "Keep this many newest checkpoints.", panel=EVAL)
     resume: bool = opt(False, "Continue from the last checkpoint in --output.", panel=EVAL)
     overwrite: bool = opt(False, "Discard an earlier run in --output.", panel=EVAL)
-    tensorboard: bool = opt(False, "Also log to OUTPUT/tensorboard.", panel=EVAL)
+    tensorboard: bool = opt(False, "Also log to OUTPUT/tensorboard (same as --report-to tensorboard).", panel=EVAL)
+    report_to: str | None = opt(None, "Also log to these, comma-separated: tensorboard, wandb, mlflow.", panel=EVAL)
+    run_name: str | None = opt(None, "Run name for W&B/MLflow (default: the output directory's name).", panel=EVAL)
     # scale-out
     strategy: str = opt("auto", "Engine; auto: ddp under torchrun, else single.", choices=STRATEGIES, panel=SCALE)
     deepspeed: str | None = opt(None, "DeepSpeed JSON or preset: zero2 | zero3 | zero3_offload.", panel=SCALE)
+    attn_implementation: str = opt("auto", "Attention kernels; auto: flash_attention_2 on CUDA when installed, else sdpa.",
+                                   choices=ATTENTION, panel=SCALE)
+    hub_kernels: bool = opt(False, "Let transformers fetch kernels from the Hub (off: training never needs the network).", panel=SCALE)
+    loss_chunk_size: int = opt(-1, "Tokens per cross-entropy chunk (-1: auto, ~128 MB of logits; 0: whole batch at once).", panel=SCALE)
     # Stop after this optimizer step as if the job had been killed (checkpoints only where
     # save_steps says): used to test resume and to fit runs into time-limited cluster slots.
     stop_at_step: int | None = opt(None, "Checkpointed stop after this step (for time-limited slots).", panel=SCALE)
@@ -102,7 +124,7 @@ class TrainConfig:
             raise KnowlmError("--output is required")
         for f in dataclasses.fields(self):
             allowed = f.metadata.get("choices")
-            if allowed and getattr(self, f.name) not in allowed:
+            if allowed and getattr(self, f.name) is not None and getattr(self, f.name) not in allowed:
                 raise KnowlmError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(allowed)}")
         for name in ("micro_batch_size", "gradient_accumulation_steps", "logging_steps", "save_total_limit"):
             if getattr(self, name) < 1:
@@ -115,6 +137,15 @@ class TrainConfig:
             raise KnowlmError(f"--deepspeed conflicts with --strategy {self.strategy}")
         if self.deepspeed:
             self.strategy = "deepspeed"
+        if self.precision == "bf16-pure" and self.strategy == "deepspeed":
+            raise KnowlmError("--precision bf16-pure: DeepSpeed keeps fp32 master weights itself; use --precision bf16 with it")
+        if self.early_stopping_patience and not self.save_best:
+            raise KnowlmError("--early-stopping-patience needs --save-best eval_loss|ie_f1 (the metric to watch)")
+        if self.method == "full" and (self.use_dora or self.use_rslora or self.loraplus_lr_ratio or self.merge_at_end):
+            raise KnowlmError("--use-dora, --use-rslora, --loraplus-lr-ratio and --merge-at-end apply to --lora/--qlora, not --full")
+        for name in (self.report_to or "").split(","):
+            if name.strip() and name.strip() not in REPORTERS:
+                raise KnowlmError(f"unknown --report-to {name.strip()!r}; choose from: {', '.join(REPORTERS)}")
 
 
 @dataclass
@@ -137,11 +168,21 @@ class SFTConfig(TrainConfig):
     min_lr_ratio: float = override(TrainConfig, "min_lr_ratio", 0.0)
     adam_beta2: float = override(TrainConfig, "adam_beta2", 0.999)
     epochs: float = override(TrainConfig, "epochs", 3.0)
-    template: str = opt("alpaca", "Prompt template: alpaca, llama2, chatml, raw.", panel=DATA)
+    blend_by: str = override(TrainConfig, "blend_by", "sequences")
+    template: str = opt("alpaca", "Prompt template: alpaca, llama2, chatml, raw, or chat_template (the tokenizer's); "
+                        "auto: the tokenizer's chat template when it has one, else alpaca.", panel=DATA)
     cutoff_len: int = opt(512, "Truncate examples to this many tokens.", panel=DATA)
     train_on_inputs: bool = opt(False, "Also learn the prompt tokens.", panel=DATA)
+    mask_history: bool = opt(False, "Learn only the last answer of a multi-turn record (default: every assistant turn).", panel=DATA)
+    neftune_noise_alpha: float = opt(0.0, "NEFTune: noise on the input embeddings while training (0: off; paper: 5).", panel=OPTIM)
     val_size: float = opt(0.0, "Validation examples: a count (>= 1) or a fraction.", panel=DATA)
-    group_by_length: bool = opt(False, "Batch examples of similar length (less padding).", panel=DATA)
+    group_by_length: bool = opt(False, "Batch examples of similar length (less padding; ignored with --packing).", panel=DATA)
+    eval_ie: str | None = opt(None, "Dev set of IE records (JSONL): extract with the model while training and log F1.", panel=EVAL)
+    eval_ie_every: int = opt(0, "Run --eval-ie every N steps (0: only at the end).", panel=EVAL)
+    eval_ie_task: str = opt("auto", "IE task(s) to evaluate; auto: every task the dev records annotate.",
+                            choices=("auto", "ner", "re", "ee"), panel=EVAL)
+    eval_ie_max_records: int = opt(0, "Use the first N dev records (0: all).", panel=EVAL)
+    eval_ie_max_new_tokens: int = opt(128, "Answer length limit during --eval-ie.", panel=EVAL)
 
 
 def config_keys(cls: type[TrainConfig]) -> list[str]:
