@@ -81,6 +81,22 @@ def write_indexed(tmp_path, tiny_tokenizer):
 
 
 @pytest.fixture(scope="session")
+def tiny_bf16_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model stored in bfloat16 (as released LLaMA checkpoints are), use_cache on."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("bf16") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
+    model.config.use_cache = True
+    model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
 def sft_file(tmp_path_factory) -> str:
     """The bundled sample instructions."""
     from knowlm.resources import path
