@@ -190,3 +190,16 @@ def test_shipped_presets_load():
         assert cfg.micro_batch_size >= 1
     cfg = build_config(SFTConfig, "sft_oneke", {"model": "m", "data": ["d"], "output": "o", "lora_r": 4})
     assert cfg.template == "llama2" and cfg.lora_r == 4  # flags win over the preset
+
+
+def test_sft_lora_preset_is_knowlm_finetune_defaults():
+    """Values of zjunlp/KnowLM finetune/lora/finetune.py ``train()`` defaults (batch_size 128 = 4 x 32)."""
+    cfg = build_config(SFTConfig, "sft_lora", {"model": "m", "data": ["d"], "output": "o"})
+    knowlm = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05, learning_rate=3e-4, warmup_steps=10, epochs=3,
+                  cutoff_len=512, micro_batch_size=4, val_size=2000, train_on_inputs=False, group_by_length=False,
+                  eval_steps=10, save_steps=10, save_total_limit=5, logging_steps=1, template="alpaca",
+                  lr_scheduler="linear", min_lr_ratio=0.0, weight_decay=0.0)
+    assert {k: getattr(cfg, k) for k in knowlm} == knowlm
+    assert cfg.micro_batch_size * cfg.gradient_accumulation_steps == 128
+    assert sorted(cfg.lora_target_modules) == sorted(["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "down_proj", "up_proj"])
+    assert cfg.save_best == "eval_loss"  # load_best_model_at_end=True when there is a validation set

@@ -10,7 +10,8 @@ import torch
 from knowlm.train.batching import collate
 from knowlm.train.distributed import DistEnv, wrap
 from knowlm.train.evaluation import eval_slices, evaluate_loss
-from knowlm.train.loss import LMObjective, chunked_nll, full_nll, install_loss_head
+from knowlm.train.loss import chunked_nll, full_nll, install_loss_head
+from knowlm.train.objectives import LMObjective
 from knowlm.train.sampling import ConcatExamples
 
 

@@ -81,8 +81,8 @@ def _option(f: dataclasses.Field, hint, default) -> tuple[object, object]:
     return Optional[inner], typer.Option(None, *flags, **kwargs)
 
 
-def make_command(cls, run: Callable, name: str, doc: str, extra_check: Callable | None = None) -> None:
-    """Register ``knowlm train NAME`` with one option per field of ``cls``."""
+def make_command(cls, run: Callable, name: str, doc: str, defaults: dict | None = None) -> None:
+    """Register ``knowlm train NAME`` with one option per field of ``cls`` (``defaults``: this command's own)."""
     hints = typing.get_type_hints(cls)
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     annotations: dict[str, object] = {"ctx": typer.Context, "return": None}
@@ -107,6 +107,9 @@ def make_command(cls, run: Callable, name: str, doc: str, extra_check: Callable 
         shortcuts = {short: kwargs.pop(f"method_{short}") for short in METHOD_FLAGS}
         kwargs["method"] = resolve_method(kwargs.get("method"), shortcuts)
         kwargs["data"] = _data_tokens(kwargs.get("data"), ctx.args)
+        for key, value in (defaults or {}).items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
         summary = run(build_config(cls, config_file, kwargs))
         if _is_main():
             _report(summary)
@@ -161,8 +164,14 @@ def _sft(cfg):
     return sft(cfg)
 
 
+def _preference(cfg):
+    from knowlm.train.pref import preference
+
+    return preference(cfg)
+
+
 def _register() -> None:
-    from knowlm.train.config import PretrainConfig, SFTConfig
+    from knowlm.train.config import PreferenceConfig, PretrainConfig, SFTConfig
 
     make_command(PretrainConfig, _pretrain, "pretrain",
                  "Continue pretraining a causal LM on indexed datasets (from `knowlm data prepare`).\n\n"
@@ -170,6 +179,11 @@ def _register() -> None:
     make_command(SFTConfig, _sft, "sft",
                  "Instruction-tune a model on alpaca-style records (LoRA by default).\n\n"
                  "Example: knowlm train sft --model tiny --data ie_train.jsonl --output ie-lora --template alpaca --epochs 3")
+    for objective, what in (("dpo", "DPO against the starting model"), ("orpo", "ORPO (SFT + odds ratio, no reference)")):
+        make_command(PreferenceConfig, _preference, objective,
+                     f"Preference-tune a model with {what} on JSONL pairs (instruction/prompt, chosen, rejected).\n\n"
+                     f"Example: knowlm train {objective} --model zhixi-7b --data prefs.jsonl --output {objective}-lora --beta 0.1",
+                     defaults={"objective": objective})
 
 
 _register()

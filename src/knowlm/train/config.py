@@ -27,6 +27,7 @@ OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 SAVE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "flex_attention", "eager")
 REPORTERS = ("tensorboard", "wandb", "mlflow")
+OBJECTIVES = ("dpo", "orpo")
 DEFAULT_SEQ_LEN = 1024
 
 
@@ -183,6 +184,26 @@ class SFTConfig(TrainConfig):
                             choices=("auto", "ner", "re", "ee"), panel=EVAL)
     eval_ie_max_records: int = opt(0, "Use the first N dev records (0: all).", panel=EVAL)
     eval_ie_max_new_tokens: int = opt(128, "Answer length limit during --eval-ie.", panel=EVAL)
+
+
+@dataclass
+class PreferenceConfig(SFTConfig):
+    """DPO/ORPO on preference pairs; the SFT options (template, LoRA, cutoff, ...) apply unchanged."""
+
+    objective: str = opt("dpo", "Preference loss: dpo (against the starting model) or orpo (no reference).",
+                         choices=OBJECTIVES, panel=MAIN)
+    beta: float = opt(0.1, "DPO temperature / ORPO odds-ratio weight (TRL's beta).", panel=OPTIM)
+    label_smoothing: float = opt(0.0, "DPO label smoothing (conservative DPO).", panel=OPTIM)
+    learning_rate: float = override(SFTConfig, "learning_rate", 5e-5)
+    epochs: float = override(SFTConfig, "epochs", 1.0)
+    lora_dropout: float = override(SFTConfig, "lora_dropout", 0.0)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.packing:
+            raise KnowlmError("--packing does not apply to preference pairs (each pair is two padded rows)")
+        if self.beta <= 0:
+            raise KnowlmError(f"--beta must be positive, got {self.beta}")
 
 
 def config_keys(cls: type[TrainConfig]) -> list[str]:

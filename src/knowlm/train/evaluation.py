@@ -16,6 +16,7 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.train.batching import collate
+from knowlm.train.objectives import combine
 from knowlm.train.sampling import ConcatExamples
 
 SAVE_BEST = ("eval_loss", "ie_f1")
@@ -36,18 +37,22 @@ def evaluate_loss(runtime, evals: ConcatExamples, objective, micro_batch_size: i
     """Mean objective over the eval set (or its first ``max_examples`` examples)."""
     n = len(evals) if max_examples <= 0 else min(len(evals), max_examples)
     pad = padding_example if padding_example is not None else (np.array([pad_id]), np.array([-100]))
-    total = count = 0.0
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
     runtime.train(False)
     with torch.no_grad():
         for rows in eval_slices(n, micro_batch_size, runtime.env.world, runtime.env.rank):
             examples = [[evals.example(i)] for i in rows] or [[pad]]
             batch = collate_fn(examples, max_len, pad_id) if collate_fn else collate(examples, max_len, pad_id, False)
-            loss, _ = objective.loss_sum(runtime, batch)
-            total += float(loss)
-            count += objective.count(batch)
+            part, _ = objective.sums(runtime, batch)
+            for key, value in part.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            for key, value in objective.counts(batch).items():
+                counts[key] = counts.get(key, 0.0) + value
     runtime.train(True)
-    total, count = runtime.all_reduce_sum([total, count])
-    return total / max(count, 1.0)
+    keys = sorted(sums)
+    reduced = runtime.all_reduce_sum([sums[k] for k in keys] + [counts[k] for k in keys])
+    return float(combine(dict(zip(keys, reduced[:len(keys)])), dict(zip(keys, reduced[len(keys):]))))
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The optimisation loop shared by every recipe, and its learning-rate schedule.
 
 The loss of a step is the objective's exact sum over the global batch divided by the global
-count (label tokens for language modelling, pairs for preference losses), whatever the split
+counts (label tokens for language modelling, pairs for preference losses), whatever the split
 over processes and micro-batches. Evaluation, best-checkpoint saving and early stopping are
 driven by an :class:`~knowlm.train.evaluation.Evaluator`; checkpoints hold everything a resumed
 run needs to continue exactly.
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from knowlm.errors import KnowlmError
 from knowlm.train import checkpoint as ckpt
+from knowlm.train.objectives import combine
 
 
 class LRSchedule:
@@ -82,19 +83,20 @@ def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator
     bar = tqdm(total=total_steps, initial=start_step, disable=not env.is_main or quiet, desc="train", unit="step")
     while step < total_steps:
         batches = [stream.next_batch() for _ in range(cfg.gradient_accumulation_steps)]
-        count_global, tokens_global = runtime.all_reduce_sum(
-            [sum(objective.count(b) for b in batches), sum(b["num_tokens"] for b in batches)]
-        )
+        counts = [objective.counts(b) for b in batches]
+        keys = sorted(counts[0])
+        reduced = runtime.all_reduce_sum([sum(c[k] for c in counts) for k in keys] + [sum(b["num_tokens"] for b in batches)])
+        totals, tokens_global = dict(zip(keys, reduced[:-1])), reduced[-1]
         lr = schedule.optimizer.param_groups[0]["lr"] / schedule.optimizer.param_groups[0].get("lr_scale", 1.0)
         loss_sum = 0.0
         extras: dict[str, float] = {}
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with runtime.no_sync(last):
-                loss, extra = objective.loss_sum(runtime, batch)
-                # DDP/FSDP/DeepSpeed average gradients over ranks: scale so the result is the
-                # mean of the objective over the global batch.
-                runtime.backward(loss * env.world / max(count_global, 1.0), last)
+                sums, extra = objective.sums(runtime, batch)
+                loss = combine(sums, totals)  # this micro-batch's share of the global-batch mean
+                # DDP/FSDP/DeepSpeed average gradients over ranks: undo that average.
+                runtime.backward(loss * env.world, last)
             loss_sum += float(loss.detach())
             for key, value in extra.items():
                 extras[key] = extras.get(key, 0.0) + float(value)
@@ -103,7 +105,8 @@ def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator
         step += 1
         names = sorted(extras)
         reduced = runtime.all_reduce_sum([loss_sum] + [extras[k] for k in names])
-        last_loss = reduced[0] / max(count_global, 1.0)
+        last_loss = reduced[0]
+        unit = max(totals.get(objective.extras_unit, 1.0), 1.0)
         tokens_seen += int(tokens_global)
         window_tokens += tokens_global
         bar.update(1)
@@ -119,7 +122,7 @@ def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator
                       "step_loss": last_loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens": tokens_seen, "tokens_per_s": tps,
                       "elapsed_s": elapsed_before + now - run_start}
-            record.update({k: v / max(count_global, 1.0) for k, v in zip(names, reduced[1:])})
+            record.update({k: v / unit for k, v in zip(names, reduced[1:])})
             if peak:
                 record["mfu"] = fpt * tps / (peak * env.world)
             logger.log(record)

@@ -10,8 +10,7 @@ The layer is patched per instance, through the wrapper's normal forward, so DDP,
 DeepSpeed hooks, LoRA on the head and quantized heads all keep working. The model's output
 ``logits`` then holds the per-label-token negative log-likelihoods.
 
-Objectives turn those into the loss of one micro-batch: a sum (for the language model: of
-token losses) and the count it is normalised by over the global batch.
+:mod:`knowlm.train.objectives` turns those into the loss of a batch.
 """
 
 from __future__ import annotations
@@ -102,16 +101,3 @@ class LossHead:
             return call()
         finally:
             self.head.__dict__.pop(LABELS_ATTR, None)
-
-
-class LMObjective:
-    """Causal language modelling: the loss is the mean NLL over every label token of the global batch."""
-
-    name = "lm"
-
-    def count(self, batch: dict) -> int:
-        return int(label_positions(batch["labels"]).sum())
-
-    def loss_sum(self, runtime, batch: dict) -> tuple[torch.Tensor, dict]:
-        nll = runtime.token_nll(batch)
-        return nll.sum(), {}

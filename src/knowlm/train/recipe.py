@@ -22,7 +22,7 @@ from knowlm.train.config import TrainConfig
 from knowlm.train.distributed import init_distributed, load_deepspeed_config, resolve_strategy, wrap
 from knowlm.train.evaluation import BestTracker, Evaluator
 from knowlm.train.loop import LRSchedule, fit
-from knowlm.train.loss import LMObjective
+from knowlm.train.objectives import LMObjective
 from knowlm.train.metrics import MetricsLogger, flops_per_token, peak_flops, plot_loss
 from knowlm.train.modeling import check_method_available, count_parameters, load_for_training
 from knowlm.train.optim import check_optimizer
@@ -87,6 +87,8 @@ def run(cfg: TrainConfig, kind: str, build_data: Callable, produced_by: str, qui
     schedule = LRSchedule(runtime.optimizer, cfg.learning_rate, warmup, total_steps, cfg.lr_scheduler, cfg.min_lr_ratio)
     tracker = BestTracker(cfg.save_best, cfg.early_stopping_patience, cfg.early_stopping_threshold)
 
+    if hasattr(objective, "prepare"):  # e.g. DPO's reference log-probs: from the starting weights, before resuming
+        objective.prepare(runtime, data, cfg, pad_id)
     start_step, tokens_seen, elapsed_before, window = 0, 0, 0.0, None
     if resume_from is not None:
         state = ckpt.load_checkpoint(runtime, resume_from)
