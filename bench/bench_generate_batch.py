@@ -13,16 +13,15 @@ def main(n_prompts: int = 32, new_tokens: int = 32, batch_size: int = 16) -> Non
     import torch
     from transformers import LogitsProcessor
 
-    from knowlm.infer import DecodingParams, Generator
-    from knowlm.models import load
+    from knowlm.infer import DecodingParams, load_generator
     from knowlm.models.tiny import make_tiny
     from knowlm.resources import iter_corpus
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny(Path(tmp) / "m", hidden_size=256, intermediate_size=688, num_hidden_layers=4)
-        model, tokenizer = load(str(model_dir))
-        generator = Generator(model, tokenizer)
+        generator = load_generator(str(model_dir))
+        tokenizer = generator.tokenizer
         docs = [d["text"][:200] for d in iter_corpus()][:n_prompts]
         prompts = [generator.prompt("Summarise the text.", doc) for doc in docs]
         eos = tokenizer.eos_token_id

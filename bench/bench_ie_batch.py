@@ -20,12 +20,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def bench_texts(n: int) -> list[str]:
-    from knowlm.ie.extract import sentences
+    from knowlm.data import split_sentences
     from knowlm.resources import iter_corpus
 
     out: list[str] = []
     for doc in iter_corpus():
-        out += [s.strip() for s in sentences(doc["text"]) if len(s.strip()) > 10]
+        out += [s.strip() for s in split_sentences(doc["text"]) if len(s.strip()) > 10]
     out = list(dict.fromkeys(out)) or ["Marie Curie was born in Warsaw."]
     return [out[i % len(out)] for i in range(n)]
 
@@ -42,8 +42,7 @@ def main() -> None:
     import torch
 
     from knowlm.ie import extract_texts
-    from knowlm.infer import DecodingParams, Generator
-    from knowlm.models import load
+    from knowlm.infer import DecodingParams, load_generator
     from knowlm.models.tiny import make_tiny
 
     if args.threads:
@@ -53,8 +52,8 @@ def main() -> None:
     params = DecodingParams(max_new_tokens=args.max_new_tokens)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny(os.path.join(tmp, "m"), hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8)
-        model, tokenizer = load(str(model_dir), device=args.device)
-        gen = Generator(model, tokenizer, "alpaca")
+        gen = load_generator(str(model_dir), device=args.device)
+        tokenizer = gen.tokenizer
         extract_texts(gen, texts[:2], "re", schema, params=DecodingParams(max_new_tokens=4))  # warm-up
 
         # Baseline: KnowLM's loop, one text per generate call.

@@ -36,8 +36,7 @@ def main() -> None:
     from bench_ie_batch import bench_texts
     from knowlm.ie.constrained import Bounds, processor_factory
     from knowlm.ie.prompts import build_prompt
-    from knowlm.infer import DecodingParams, Generator
-    from knowlm.models import load
+    from knowlm.infer import DecodingParams, load_generator
     from knowlm.models.tiny import make_tiny
 
     if args.threads:
@@ -46,8 +45,7 @@ def main() -> None:
     texts = bench_texts(args.prompts)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_tiny(os.path.join(tmp, "m"), hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8)
-        model, tokenizer = load(str(model_dir), device=args.device)
-    gen = Generator(model, tokenizer, "alpaca")
+        gen = load_generator(str(model_dir), device=args.device)
     prompts = [gen.prompt(*build_prompt("ner", t, schema)) for t in texts]
     bounds = Bounds(max_items=8, max_chars=48)
     t0 = time.perf_counter()
@@ -70,7 +68,7 @@ def main() -> None:
     con_one, con_one_tok = run(True, 1)
     free_pt = (free_full - free_one) / max(1, free_tok - free_one_tok)
     con_pt = (con_full - con_one) / max(1, con_tok - con_one_tok)
-    print(f"model: 4 layers, hidden 256, vocab {len(tokenizer)}; device {args.device}; torch threads {torch.get_num_threads()}")
+    print(f"model: 4 layers, hidden 256, vocab {len(gen.tokenizer)}; device {args.device}; torch threads {torch.get_num_threads()}")
     print(f"{len(prompts)} prompts in one batch, NER schema of {len(schema)} types (zh+en keys), grammar compile {compile_s * 1000:.0f} ms")
     print(f"unconstrained: {free_full:.2f} s for {free_tok} tokens, {free_pt * 1000:.3f} ms/token after prefill")
     print(f"constrained:   {con_full:.2f} s for {con_tok} tokens, {con_pt * 1000:.3f} ms/token after prefill")

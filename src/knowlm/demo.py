@@ -95,13 +95,11 @@ def held_out_gold(kg2instruct_dir: Path, limit: int = 12) -> list[dict]:
 
 def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> dict:
     """Run the bundled example cases (general and IE) through the batched generator."""
-    from knowlm.infer import Generator, preset
+    from knowlm.infer import load_generator, preset
     from knowlm.infer.cases import run_cases_file
-    from knowlm.models import load, resolve_template
 
     examples = Path(__file__).resolve().parent / "resources" / "examples"
-    lm, tokenizer = load(str(model_dir), adapter=adapter)
-    generator = Generator(lm, tokenizer, template=resolve_template(str(model_dir), adapter))
+    generator = load_generator(str(model_dir), adapter)
     summary: dict[str, Any] = {}
     for name in ("general_cases", "ie_cases"):
         results = run_cases_file(generator, examples / f"{name}.jsonl", workdir / f"{name}.out.jsonl", preset("default").updated(max_new_tokens=24), batch_size=16)
@@ -112,7 +110,8 @@ def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> d
 def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> Path:
     import torch
 
-    from knowlm import data, edit, ie, instruct, serve, train, weights
+    from knowlm import data, edit, instruct, serve, train, weights
+    from knowlm.demo_extract import extract_stage
 
     torch.set_num_threads(1)  # tiny models are overhead-bound: one thread is as fast, and far faster on a busy machine
     workdir = Path(workdir).resolve()
@@ -124,14 +123,14 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> Path:
     pretrained_dir = Path(pretrained["output"])
     kg = report.run("KG2Instruction (distant supervision)", lambda: stage_kg2instruct(workdir), echo)
     gold = held_out_gold(Path(kg["output"]))
-    report.run("extract + evaluate before tuning", lambda: ie.demo_stage(workdir, pretrained_dir, gold=gold, tag="ie-before"), echo)
+    report.run("extract + evaluate before tuning", lambda: extract_stage(workdir, pretrained_dir, gold=gold, tag="ie-before"), echo)
     tuned = report.run("LoRA instruction tuning", lambda: train.demo_stage_sft(workdir, pretrained_dir, Path(kg["output"]) / "train.jsonl", steps=60), echo)
     merged = report.run("merge LoRA + export GGUF", lambda: weights.demo_stage(workdir, pretrained_dir, tuned["output"]), echo)
     merged_dir = Path(merged["merged_model"])
-    report.run("extract + evaluate after tuning", lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after"), echo)
+    report.run("extract + evaluate after tuning", lambda: extract_stage(workdir, merged_dir, gold=gold, tag="ie-after"), echo)
     report.run(
         "extract + evaluate after tuning, schema-constrained decoding",
-        lambda: ie.demo_stage(workdir, merged_dir, gold=gold, tag="ie-after-constrained", constrained=True, max_new_tokens=160),
+        lambda: extract_stage(workdir, merged_dir, gold=gold, tag="ie-after-constrained", constrained=True, max_new_tokens=160),
         echo,
     )
     report.run("run example cases", lambda: stage_cases(merged_dir, workdir), echo)

@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 import pytest
 
-from knowlm.cli.main import main as cli_main
 from knowlm.data import DedupConfig, FilterConfig, IndexedDataset, PrepareConfig, prepare
 
 WORDS = ("marie curie studied physics paris river city university founded museum holds paintings books turing "
@@ -138,36 +137,30 @@ def test_short_samples_dropped_and_stream_packing(tmp_path, tiny_tokenizer_dir):
     assert int(IndexedDataset(tmp_path / "stream").sizes.max()) <= 96
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli_main(args)
-    return exc.value.code, capsys.readouterr()
-
-
-def test_cli_prepare_inspect_and_errors(tmp_path, tiny_tokenizer_dir, capsys, artifacts_dir):
+def test_cli_prepare_inspect_and_errors(cli, tmp_path, tiny_tokenizer_dir, artifacts_dir):
     src = write_jsonl(tmp_path / "c.jsonl", make_docs(12, seed=4))
     prefix = str(tmp_path / "cli")
-    code, out = run_cli(["data", "prepare", "--input", str(src), "--tokenizer", str(tiny_tokenizer_dir),
-                         "--output-prefix", prefix, "--seq-len", "128"], capsys)
-    assert code in (0, None) and "Prepared 12 of 12 documents" in out.out
+    out = cli("data", "prepare", "--input", str(src), "--tokenizer", str(tiny_tokenizer_dir),
+              "--output-prefix", prefix, "--seq-len", "128")
+    assert out.exit_code == 0 and "Prepared 12 of 12 documents" in out.stdout
     plot = artifacts_dir / "data_lengths.png"
-    code, out = run_cli(["data", "inspect", prefix, "--plot", str(plot)], capsys)
-    assert code in (0, None) and "packing efficiency" in out.out and "<s>" in out.out
+    out = cli("data", "inspect", prefix, "--plot", str(plot))
+    assert out.exit_code == 0 and "packing efficiency" in out.stdout and "<s>" in out.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    code, out = run_cli(["data", "prepare", "--input", str(tmp_path / "missing.jsonl"), "--tokenizer",
-                         str(tiny_tokenizer_dir), "--output-prefix", prefix], capsys)
-    assert code == 2 and out.err.strip() == f"error: input file not found: {tmp_path / 'missing.jsonl'}"
-    code, out = run_cli(["data", "prepare", "--input", str(src), "--tokenizer", str(tmp_path / "no-tokenizer"),
-                         "--output-prefix", str(tmp_path / "x")], capsys)
-    assert code == 2 and "tokenizer not found" in out.err and len(out.err.strip().splitlines()) == 1
+    out = cli("data", "prepare", "--input", str(tmp_path / "missing.jsonl"), "--tokenizer",
+              str(tiny_tokenizer_dir), "--output-prefix", prefix)
+    assert out.exit_code == 2 and out.stderr.strip() == f"error: input file not found: {tmp_path / 'missing.jsonl'}"
+    out = cli("data", "prepare", "--input", str(src), "--tokenizer", str(tmp_path / "no-tokenizer"),
+              "--output-prefix", str(tmp_path / "x"))
+    assert (out.exit_code, out.stderr.strip()) == (2, f"error: tokenizer not found: {tmp_path / 'no-tokenizer'}")
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": ""}\nnot json\n')
-    code, out = run_cli(["data", "prepare", "--input", str(empty), "--tokenizer", str(tiny_tokenizer_dir),
-                         "--output-prefix", str(tmp_path / "e")], capsys)
-    assert code == 2 and "no sample left" in out.err
+    out = cli("data", "prepare", "--input", str(empty), "--tokenizer", str(tiny_tokenizer_dir),
+              "--output-prefix", str(tmp_path / "e"))
+    assert out.exit_code == 2 and "no sample left" in out.stderr
     assert not list(tmp_path.glob("e.*"))
-    code, out = run_cli(["data", "merge", prefix, prefix, "--output-prefix", str(tmp_path / "m")], capsys)
-    assert code in (0, None) and IndexedDataset(tmp_path / "m").num_documents == 24
+    out = cli("data", "merge", prefix, prefix, "--output-prefix", str(tmp_path / "m"))
+    assert out.exit_code == 0 and IndexedDataset(tmp_path / "m").num_documents == 24
 
 
 KILLED_RUN = """

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
 from _edit_world import request
 
 
-def _run(args):
-    from knowlm.cli.main import app
-
-    return CliRunner().invoke(app, args)
-
-
-def test_cli_edit_saves_self_describing_model(world_dir, facts_corpus, tmp_path):
+def test_cli_edit_saves_self_describing_model(cli, world_dir, facts_corpus, tmp_path):
     reqs = tmp_path / "reqs.json"
     reqs.write_text(json.dumps([request(0, 5)]))
     out = tmp_path / "edited"
-    result = _run(["edit", "--model", str(world_dir), "--method", "rome", "--requests", str(reqs), "--output", str(out),
-                   "--stats-corpus", str(facts_corpus), "--stats-dir", str(tmp_path / "st"), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert "reliability" in result.output and "saved the edited model" in result.output
+    result = cli("edit", "--model", world_dir, "--method", "rome", "--requests", reqs, "--output", out,
+                 "--stats-corpus", facts_corpus, "--stats-dir", tmp_path / "st", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "reliability" in result.stdout and "saved the edited model" in result.stdout
     manifest = json.loads((out / "knowlm.json").read_text())
     assert manifest["produced_by"] == "knowlm edit" and manifest["edit"]["method"] == "rome"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -35,18 +27,12 @@ def test_cli_edit_saves_self_describing_model(world_dir, facts_corpus, tmp_path)
     assert pred == gold
 
 
-def test_cli_bad_request_is_one_line_exit_2(world_dir, tmp_path, capsys):
-    import pytest
-
-    from knowlm.cli.main import main
-
+def test_cli_bad_request_is_one_line_exit_2(cli, world_dir, tmp_path):
     reqs = tmp_path / "bad.json"
     reqs.write_text(json.dumps([{"prompt": "The capital of Zorland is", "subject": "Mars", "target_new": "Pell"}]))
-    with pytest.raises(SystemExit) as exc:
-        main(["edit", "--model", str(world_dir), "--requests", str(reqs)])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "does not occur" in err and "\n" not in err
+    result = cli("edit", "--model", world_dir, "--requests", reqs)
+    last = result.stderr.splitlines()[-1]
+    assert result.exit_code == 2 and last.startswith("error:") and "does not occur" in last and "Traceback" not in result.stderr
 
 
 def test_demo_stage(tiny_model_dir, tmp_path):

@@ -1,15 +1,20 @@
-"""The extraction pipeline: constrained decoding with the tiny model, chunking and merging,
-and `knowlm extract` + `knowlm eval` end to end."""
+"""The extraction pipeline: constrained decoding with the tiny model; chunking, merging, stop strings
+and parse status with a scripted generator; `knowlm extract` + `knowlm eval` end to end."""
 
 import json
-import re
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from scripted_generator import ScriptedGenerator, capitalised_names
 
-from knowlm.ie import extract_texts, gold_output
+from knowlm.errors import KnowlmError
+from knowlm.ie import extract_texts
 from knowlm.ie.constrained import Bounds, GrammarCache, json_schema
-from knowlm.ie.extract import chunk_text, sentences
-from knowlm.infer import DecodingParams, Generation, Generator
+from knowlm.ie.extract import chunk_text
+from knowlm.infer import DecodingParams, Generator, TextGenerator
 
 
 @pytest.fixture(autouse=True)
@@ -22,16 +27,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _cli(args) -> int:
-    from knowlm.cli.main import main
-
-    try:
-        main(args)
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def _check_shape(answer: dict, task: str, schema: list, bounds: Bounds) -> None:
@@ -88,62 +83,100 @@ def test_json_schema_shapes():
     assert event["properties"]["arguments"]["required"] == ["震级"] and s["properties"]["地震"]["maxItems"] == 3
 
 
-class _Tok:
-    """Counts characters as tokens (enough for chunking and budgets)."""
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": list(range(len(text)))}
+def _names_or_refuse(request):
+    return "I cannot answer" if "Broken" in request["input"] else capitalised_names(request) + " trailing words"
 
 
-class FakeGenerator:
-    """Answers every prompt with the gold answer for capitalised words typed 'name'; counts calls."""
-
-    template = "alpaca"
-
-    def __init__(self):
-        self.tokenizer = _Tok()
-        self.model = None
-        self.calls = []
-
-    def prompt(self, instruction, input=""):
-        return f"{instruction}\n{input}"
-
-    def generate(self, prompts, params=None, batch_size=16, logits_processor=None, progress=False):
-        self.calls.append(len(prompts))
-        outs = []
-        for p in prompts:
-            obj = json.loads(p.split("\n")[0])
-            text = obj["input"]
-            record = {"text": text, "entities": [{"text": w, "type": "name"} for w in re.findall(r"\b[A-Z][a-z]+\b", text)]}
-            answer = gold_output("ner", record, obj["schema"])
-            if "Broken" in text:
-                answer = "I cannot answer"
-            outs.append(Generation(answer + " trailing words", 5, "stop", 0))
-        return outs
-
-
-def test_chunking_merges_offsets():
+def test_chunks_cut_at_real_sentence_ends():
     text = "Alice met Bob. " * 6 + "Then Carol came."
     chunks = chunk_text(text, 40, len)
-    assert "".join(c for _, c in chunks) == text and all(len(c) <= 40 for _, c in chunks)
-    assert all(text[o : o + len(c)] == c for o, c in chunks)
-    assert "".join(sentences("一句。二句！Three. Four")) == "一句。二句！Three. Four"
-    gen = FakeGenerator()
+    assert chunks == [(0, "Alice met Bob. Alice met Bob. "), (30, "Alice met Bob. Alice met Bob. "),
+                      (60, "Alice met Bob. Alice met Bob. "), (90, "Then Carol came.")]
+    # abbreviations and initials do not end a sentence, so no chunk ends inside this one
+    assert chunk_text("Alice went home. Dr. Smith met J. K. Rowling.", 30, len) == [(0, "Alice went home. "), (17, "Dr. Smith met J. K. Rowling.")]
+    assert chunk_text("浙江大学位于杭州。它创建于1897年。", 10, len, lang="zh") == [(0, "浙江大学位于杭州。"), (9, "它创建于1897年。")]
+    assert chunk_text("一二三四五六七八九十一二", 5, len) == [(0, "一二三四"), (4, "五六七八"), (8, "九十一二")]  # no sentence end: cut by length
+
+
+def test_extraction_merges_chunks_and_reports_parse_status():
+    gen = ScriptedGenerator(_names_or_refuse)
+    assert isinstance(gen, TextGenerator)
+    text = "Alice met Bob. " * 6 + "Then Carol came."
     stats = {}
     records = extract_texts(gen, [{"id": "a", "text": text}, "Broken Dave.", "Eve"], "ner", ["name", "other"], max_input_tokens=40, stats=stats)
-    assert gen.calls == [stats["prompts"]]  # one batched call for all (chunk x schema batch) prompts
-    a = records[0]
-    assert a["chunks"] > 1 and a["parse_status"] == "ok" and "trailing_text" in a["parse_notes"]
-    assert {e["text"] for e in a["entities"]} == {"Alice", "Bob", "Then", "Carol"}
-    assert all(text[e["start"] : e["end"]] == e["text"] for e in a["entities"])
-    assert records[1]["parse_status"] == "failed" and records[1]["parse_error"] == "no_json"
-    assert records[2]["id"] == "2" and records[2]["entities"][0]["text"] == "Eve"
-    with pytest.raises(Exception, match="json prompt style"):
+    (prompts, params, batch_size), = gen.calls  # one batched call for every (chunk x schema batch) prompt
+    assert len(prompts) == stats["prompts"] == 6 and batch_size == 16
+    assert params.max_new_tokens == 512 and params.temperature == 0.0  # the ie preset
+    span = lambda t, s: {"text": t, "type": "name", "start": s, "end": s + len(t)}  # noqa: E731
+    assert records == [
+        {"id": "a", "text": text, "lang": "en", "entities": [span("Alice", 0), span("Bob", 10), span("Then", 90), span("Carol", 95)],
+         "relations": [], "events": [], "parse_status": "ok", "parse_notes": ["trailing_text"], "chunks": 4},
+        {"id": "1", "text": "Broken Dave.", "lang": "en", "entities": [], "relations": [], "events": [],
+         "parse_status": "failed", "parse_errors": ["no_json"], "parse_error": "no_json"},
+        {"id": "2", "text": "Eve", "lang": "en", "entities": [span("Eve", 0)], "relations": [], "events": [],
+         "parse_status": "ok", "parse_notes": ["trailing_text"]},
+    ]
+    assert {k: stats[k] for k in ("texts", "chunked_texts", "hit_length", "parse_failures", "failed_records")} == {
+        "texts": 3, "chunked_texts": 1, "hit_length": 0, "parse_failures": 1, "failed_records": 1}
+
+
+def test_partial_and_truncated_answers():
+    def script(request):
+        if request["schema"] == ["person"]:
+            return json.dumps({"person": ["Tim Cook"]})
+        return '{"company": ["Apple", "Bea', "length"  # cut off mid-string: the complete spans are kept, and noted
+    gen = ScriptedGenerator(script)
+    record, = extract_texts(gen, ["Tim Cook leads Apple."], "ner", ["person", "company"], split_num=1)
+    assert record["parse_status"] == "ok" and record["parse_notes"] == ["hit_max_new_tokens", "repaired_truncated"]
+    assert record["entities"] == [{"text": "Tim Cook", "type": "person", "start": 0, "end": 8}, {"text": "Apple", "type": "company", "start": 15, "end": 20}]
+
+    gen = ScriptedGenerator(lambda r: json.dumps({"person": ["Tim Cook"]}) if r["schema"] == ["person"] else ("I think", "length"))
+    record, = extract_texts(gen, ["Tim Cook leads Apple."], "ner", ["person", "company"], split_num=1)
+    assert record["parse_status"] == "partial" and record["parse_errors"] == ["truncated"] and "parse_error" not in record
+    assert [e["text"] for e in record["entities"]] == ["Tim Cook"]
+
+
+def test_stop_strings_and_context_come_from_the_generator():
+    gen = ScriptedGenerator(capitalised_names, stop=("<|next|>", "</turn>"))
+    extract_texts(gen, ["Eve"], "ner", ["name"], params=DecodingParams(max_new_tokens=8, stop=["</turn>", "\n\n"]))
+    extract_texts(gen, ["Eve"], "ner", ["name"])
+    assert gen.calls[0][1].stop == ["</turn>", "\n\n", "<|next|>"] and gen.calls[0][1].max_new_tokens == 8
+    assert gen.calls[1][1].stop == ["<|next|>", "</turn>"]
+    # the text budget is the generator's context minus the prompt and the answer: a long text is chunked
+    prompt_chars = len(gen.prompt(*__import__("knowlm.ie.prompts", fromlist=["build_prompt"]).build_prompt("ner", "", ["name"], lang="en")))
+    small = ScriptedGenerator(capitalised_names, max_context=prompt_chars + 8 + 40)
+    record, = extract_texts(small, ["Alice met Bob. " * 6], "ner", ["name"], lang="en", params=DecodingParams(max_new_tokens=8))
+    assert record["chunks"] == 3 and all(len(p) - prompt_chars <= 40 for p in small.calls[0][0])
+    tiny = ScriptedGenerator(capitalised_names, max_context=prompt_chars + 8 + 15)
+    with pytest.raises(KnowlmError, match=rf"^the model's context \({prompt_chars + 23} tokens\) leaves no room for text after the prompt"):
+        extract_texts(tiny, ["x"], "ner", ["name"], lang="en", params=DecodingParams(max_new_tokens=8))
+    with pytest.raises(KnowlmError, match="^--constrained works with the json prompt style only$"):
         extract_texts(gen, ["x"], "ner", ["name"], style="knowlm", constrained=True)
 
 
+def test_ie_imports_and_extracts_with_torch_blocked():
+    """The layering rule: knowlm.ie runs on a machine without torch, given any TextGenerator."""
+    code = """
+import json, sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "xgrammar"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, NoTorch())
+import knowlm.ie, knowlm.ie.datasets, knowlm.ie.constrained
+from scripted_generator import ScriptedGenerator, capitalised_names
+record, = knowlm.ie.extract_texts(ScriptedGenerator(capitalised_names), ["Dr. Smith met Eve."], "ner", ["name"])
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers") or m.startswith(("knowlm.infer", "knowlm.models")))
+print(json.dumps([record["parse_status"], [e["text"] for e in record["entities"]], loaded]))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["ok", ["Dr", "Smith", "Eve"], []]
+
+
 @pytest.mark.slow
-def test_cli_extract_and_eval(tiny_model_dir, tmp_path, capsys):
+def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
     texts = tmp_path / "texts.jsonl"
     gold = tmp_path / "gold.jsonl"
     rows = [
@@ -153,42 +186,69 @@ def test_cli_extract_and_eval(tiny_model_dir, tmp_path, capsys):
     texts.write_text("".join(json.dumps({"id": r["id"], "text": r["text"]}, ensure_ascii=False) + "\n" for r in rows) + "not json\n", encoding="utf-8")
     gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     pred = tmp_path / "pred.jsonl"
+    schema = '["创办", "born in", "位于"]'
+
+    # The real tiny model through the real loader: the wiring works and every answer is accounted for.
     for constrained in ("--free", "--constrained"):
-        assert _cli(["extract", "-m", str(tiny_model_dir), "--task", "re", "--schema", '["创办", "born in", "位于"]', "-i", str(texts),
-                     "-o", str(pred), "--max-new-tokens", "48", "--split-num", "2", constrained]) == 0
+        result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred,
+                     "--max-new-tokens", "48", "--split-num", "2", constrained)
+        assert result.exit_code == 0, result.stderr
         records = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
-        assert [r["id"] for r in records] == ["1", "2"] and all(r["parse_status"] in ("ok", "partial", "failed") for r in records)
+        assert [r["id"] for r in records] == ["1", "2"] and [r["text"] for r in records] == [r["text"] for r in rows]
+        for record in records:  # two prompts per text (schema split 2 + 1): the status counts their failures
+            failed = len(record.get("parse_errors", []))
+            assert record["parse_status"] == ("ok", "partial", "failed")[failed]
+        assert "template 'alpaca'" in result.stdout and "1 input lines skipped" in result.stdout
+
+    # A scripted generator in place of the model: exact records and exact scores.
+    def script(request):
+        answers = {"创办": [{"subject": "马云", "object": "阿里巴巴"}], "born in": [{"subject": "Marie Curie", "object": "Paris"}]}
+        if "阿里巴巴" in request["input"]:
+            return json.dumps({k: answers["创办"] if k == "创办" else [] for k in request["schema"]}, ensure_ascii=False)
+        return json.dumps({k: answers["born in"] if k == "born in" else [] for k in request["schema"]})
+    calls = []
+
+    def scripted_loader(model, adapter=None, template=None, **options):
+        calls.append((model, adapter, template, options))
+        return ScriptedGenerator(script, template="alpaca")
+
+    monkeypatch.setattr("knowlm.infer.load_generator", scripted_loader)
+    result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred, "--template", "chatml", "--keep-hallucinated")
+    assert result.exit_code == 0, result.stderr
+    assert calls == [(str(tiny_model_dir), None, "chatml", {"dtype": "auto", "device": "auto"})]
+    records = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
+    assert [(r["parse_status"], r["relations"]) for r in records] == [
+        ("ok", [{"head": "马云", "relation": "创办", "tail": "阿里巴巴"}]),
+        ("ok", [{"head": "Marie Curie", "relation": "born in", "tail": "Paris"}]),
+    ]
+    assert result.stdout.startswith("Extracted 2 relations from 2 texts (2 prompts, ")
+
     report, plot = tmp_path / "report.json", tmp_path / "f1.png"
-    assert _cli(["eval", "--gold", str(gold), "--pred", str(pred), "--report", str(report), "--plot", str(plot)]) == 0
-    result = json.loads(report.read_text(encoding="utf-8"))
-    assert result["relation"]["n_gold"] == 2 and plot.read_bytes()[:4] == b"\x89PNG"
-    # perfect predictions score 1.0 through the CLI as well
-    assert _cli(["eval", "--gold", str(gold), "--pred", str(gold), "--report", str(report)]) == 0
+    result = cli("eval", "--gold", gold, "--pred", pred, "--report", report, "--plot", plot)
+    assert result.exit_code == 0 and "Scored" in result.stdout
+    relation = json.loads(report.read_text(encoding="utf-8"))["relation"]
+    assert {k: relation[k] for k in ("tp", "n_pred", "n_gold", "precision", "recall", "f1")} == {
+        "tp": 1, "n_pred": 2, "n_gold": 2, "precision": 0.5, "recall": 0.5, "f1": 0.5}
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert cli("eval", "--gold", gold, "--pred", gold, "--report", report).exit_code == 0
     assert json.loads(report.read_text(encoding="utf-8"))["relation"]["f1"] == 1.0
-    out = capsys.readouterr().out
-    assert "Extracted" in out and "Scored" in out
-    assert _cli(["extract", "-m", str(tiny_model_dir), "--task", "xx", "--schema", "a", "-i", str(texts), "-o", str(pred)]) == 2
-    assert _cli(["eval", "--gold", str(tmp_path / "missing.jsonl"), "--pred", str(pred)]) == 2
+
+    bad = cli("extract", "-m", tiny_model_dir, "--task", "xx", "--schema", "a", "-i", texts, "-o", pred)
+    assert (bad.exit_code, bad.stderr.count("\n")) == (2, 1) and bad.stderr.startswith("error: ")
+    missing = cli("eval", "--gold", tmp_path / "missing.jsonl", "--pred", pred)
+    assert missing.exit_code == 2 and "missing.jsonl" in missing.stderr
 
 
-def test_cli_convert(tmp_path, capsys):
+def test_cli_convert(cli, tmp_path):
     src = tmp_path / "duie.json"
     src.write_text(json.dumps({"text": "浙江大学位于杭州", "spo_list": [{"predicate": "位于", "subject": "浙江大学", "subject_type": "学校",
                                                               "object": {"@value": "杭州"}, "object_type": {"@value": "地点"}}]}, ensure_ascii=False) + "\n{bad\n", encoding="utf-8")
     records = tmp_path / "records.jsonl"
-    assert _cli(["convert", "duie", str(src), str(records)]) == 0
-    assert "invalid_json: 1" in capsys.readouterr().out
+    result = cli("convert", "duie", src, records)
+    assert result.exit_code == 0 and "invalid_json: 1" in result.stdout
     sft = tmp_path / "sft.jsonl"
-    assert _cli(["convert", "sft", str(records), str(sft), "--task", "re", "--style", "knowlm"]) == 0
+    assert cli("convert", "sft", records, sft, "--task", "re", "--style", "knowlm").exit_code == 0
     item = json.loads(sft.read_text(encoding="utf-8").splitlines()[0])
     assert item["input"] == "浙江大学位于杭州" and item["output"] == "(浙江大学,位于,杭州)"
-    assert _cli(["convert", "nope", str(src), str(records)]) == 2
-
-
-@pytest.mark.slow
-def test_demo_stage(tiny_model_dir, tmp_path):
-    from knowlm.ie import demo_stage
-
-    summary = demo_stage(tmp_path, tiny_model_dir, n_texts=3, max_new_tokens=24, tag="before")
-    assert summary["texts"] == 3 and 0.0 <= summary["f1"] <= 1.0
-    assert json.loads(open(summary["report"], encoding="utf-8").read())["relation"]["n_gold"] >= 3
+    bad = cli("convert", "nope", src, records)
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1

@@ -2,6 +2,7 @@
 
 import pytest
 
+from knowlm.errors import KnowlmError
 from knowlm.ie import score
 from knowlm.ie.metrics import format_table, plot_per_type
 
@@ -70,3 +71,49 @@ def test_plot(tmp_path, artifacts_dir):
     plot_per_type(r, tmp_path / "f1.png")
     assert (tmp_path / "f1.png").read_bytes()[:4] == b"\x89PNG"
     plot_per_type(r, artifacts_dir / "ie_per_type_f1.png")
+
+
+def test_duplicates_counting_by_hand():
+    """IEPile's match_mode="normal": a repeated prediction counts twice, a hit consumes one gold copy."""
+    gold = [{"id": "1", "text": "t", "entities": [{"text": "A", "type": "PER"}, {"text": "A", "type": "PER"}, {"text": "B", "type": "LOC"}]}]
+    pred = [{"id": "1", "entities": [{"text": "A", "type": "PER"}, {"text": "A", "type": "PER"}, {"text": "A", "type": "PER"}, {"text": "C", "type": "LOC"}]}]
+    dup = score(gold, pred, count="duplicates")
+    assert (dup["entity"]["tp"], dup["entity"]["n_pred"], dup["entity"]["n_gold"]) == (2, 4, 3)
+    assert dup["entity"]["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert dup["entity"]["per_type"]["PER"] == {"precision": 2 / 3, "recall": 1.0, "f1": pytest.approx(0.8), "tp": 2, "n_pred": 3, "n_gold": 2}
+    setc = score(gold, pred)
+    assert (setc["entity"]["tp"], setc["entity"]["n_pred"], setc["entity"]["n_gold"]) == (1, 2, 2)
+    assert dup["by_count"] == setc["by_count"] and setc["by_count"]["duplicates"]["entity"]["tp"] == 2
+    assert dup["count"] == "duplicates" and setc["count"] == "set"
+    with pytest.raises(KnowlmError, match="count mode"):
+        score(gold, pred, count="bag")
+
+
+def test_exact_match_keeps_whitespace():
+    gold = [{"id": "1", "text": "t", "entities": [{"text": "A", "type": "PER"}]}]
+    pred = [{"id": "1", "entities": [{"text": "A ", "type": "PER"}]}]
+    assert score(gold, pred)["entity"]["tp"] == 1
+    assert score(gold, pred, match="exact")["entity"]["tp"] == 0
+
+
+def test_task_records_score_their_measures_and_per_task():
+    gold = [
+        {"id": "a", "text": "t", "task": "EET", "events": [{"trigger": "裁员", "type": "裁员", "arguments": [{"text": "雀巢", "role": "裁员方"}]}]},
+        {"id": "b", "text": "t", "task": "eea", "events": [{"trigger": "裁员", "type": "裁员", "arguments": [{"text": "雀巢", "role": "裁员方"}]}]},
+        {"id": "c", "text": "t", "task": "spo", "relations": [{"head": "h", "relation": "r", "tail": "t", "head_type": "人物", "tail_type": "国家"}]},
+        {"id": "d", "text": "t", "entities": [{"text": "x", "type": "y"}]},
+    ]
+    pred = [
+        {"id": "a", "events": [{"trigger": "裁员", "type": "裁员", "arguments": []}]},
+        {"id": "b", "events": [{"trigger": "", "type": "裁员", "arguments": [{"text": "雀巢", "role": "裁员方"}]}]},
+        {"id": "c", "relations": [{"head": "h", "relation": "r", "tail": "t", "head_type": "地点", "tail_type": "国家"}]},
+        {"id": "d", "entities": [{"text": "x", "type": "y"}]},
+    ]
+    r = score(gold, pred)
+    # EET: triggers only; EEA: arguments only (the trigger is given); SPO: the types must match too
+    assert (r["event_trigger"]["tp"], r["event_trigger"]["n_pred"], r["event_trigger"]["n_gold"]) == (1, 1, 1)
+    assert (r["event_argument"]["tp"], r["event_argument"]["n_pred"], r["event_argument"]["n_gold"]) == (1, 1, 1)
+    assert (r["relation"]["tp"], r["relation"]["n_pred"], r["relation"]["n_gold"]) == (0, 1, 1)
+    assert list(r["per_task"]) == ["SPO", "EET", "EEA"]
+    assert set(r["per_task"]["EET"]) == {"event_trigger", "n_texts"} and r["per_task"]["EEA"]["event_argument"]["f1"] == 1.0
+    assert r["entity"]["f1"] == 1.0 and r["n_texts"] == 4

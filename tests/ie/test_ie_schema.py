@@ -86,9 +86,3 @@ def test_instructions_negatives_and_determinism():
     full = list(records_to_instructions(records[:1], "re", schema, neg_ratio=None, split_num=4, style="knowlm", lang="en"))
     assert len(full) == 2 and full[0]["input"] == records[0]["text"]
     assert full[0]["output"] == "(Marie Curie,born in,Warsaw)" and full[1]["output"] == "None"
-
-
-def test_ie_is_torch_free_at_import():
-    code = "import sys, knowlm.ie, knowlm.ie.datasets, knowlm.ie.demo, knowlm.ie.constrained; print('torch' in sys.modules, 'xgrammar' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"]

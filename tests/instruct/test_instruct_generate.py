@@ -161,7 +161,9 @@ def test_parsers_of_generated_text():
 def test_local_model_backtranslation(tiny_model, tiny_model_dir, tmp_path):
     source = _write(tmp_path / "texts.jsonl", [{"text": "Zhejiang University is a public research university in Hangzhou, founded in 1897."},
                                                {"text": "浙江大学是一所位于杭州的综合性研究型大学，创建于1897年。"}])
-    llm = LocalLLM(str(tiny_model_dir), loaded=tiny_model)
+    from knowlm.infer import Generator
+
+    llm = LocalLLM(str(tiny_model_dir), generator=Generator(*tiny_model))
     stats = backtranslate(source, tmp_path / "bt.jsonl", llm, BacktranslationConfig(max_tokens=12, temperature=0.0))
     assert stats["complete"] and stats["texts"] == 2 and stats["requests"]["requests"] == 2
     for line in (tmp_path / "bt.jsonl").read_text(encoding="utf-8").splitlines():

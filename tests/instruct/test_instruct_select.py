@@ -104,6 +104,7 @@ def test_judge_selector_with_a_stub_model():
 def test_perplexity_matches_the_model_loss(tiny_model):
     import torch
 
+    from knowlm.infer import Generator
     from knowlm.instruct.selectors.model_based import answer_ids, answer_nll
 
     model, tokenizer = tiny_model
@@ -117,7 +118,7 @@ def test_perplexity_matches_the_model_loss(tiny_model):
             expected = model(input_ids=torch.tensor([ids]), labels=labels).loss.item()
         assert value == pytest.approx(expected, rel=1e-4)
     first = math.exp(got[0])
-    decisions = PerplexitySelector(max_perplexity=first * 1.0001).decide(records, SelectContext(loaded=tiny_model))
+    decisions = PerplexitySelector(max_perplexity=first * 1.0001).decide(records, SelectContext(generator=Generator(*tiny_model)))
     assert decisions[0].keep and decisions[0].score == pytest.approx(first, rel=1e-3)
     assert [d.reason for d in decisions if not d.keep] == ["perplexity_too_high"] * sum(math.exp(v) > first * 1.0001 for v in got)
 

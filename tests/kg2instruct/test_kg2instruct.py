@@ -170,15 +170,12 @@ def test_bundled_sample_meets_distant_supervision_quality(tmp_path):
     assert len(stats["triples_per_relation"]) >= 30
 
 
-def test_cli_writes_outputs_and_rejects_bad_input(tmp_path):
-    import subprocess
-    import sys
-
+def test_cli_writes_outputs_and_rejects_bad_input(cli, tmp_path):
     corpus, kg, schema = write_inputs(tmp_path)
     out = tmp_path / "cli-out"
-    result = subprocess.run([sys.executable, "-m", "knowlm", "kg2instruct", "--corpus", str(corpus), "--kg", str(kg), "--schema", str(schema), "--output", str(out), "--split", "1,0,0"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = cli("kg2instruct", "--corpus", corpus, "--kg", kg, "--schema", schema, "--output", out, "--split", "1,0,0")
+    assert result.exit_code == 0, result.stderr
     assert {p.name for p in out.iterdir()} >= {"records.jsonl", "train.jsonl", "dev.jsonl", "test.jsonl", "stats.json", "report.md", "stats.png"}
     assert "Labelled 6 documents" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "knowlm", "kg2instruct", "--corpus", str(tmp_path / "nope.jsonl"), "--kg", str(kg), "--output", str(tmp_path / "x")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "input file not found" in bad.stderr and not (tmp_path / "x").exists()
+    bad = cli("kg2instruct", "--corpus", tmp_path / "nope.jsonl", "--kg", kg, "--output", tmp_path / "x")
+    assert (bad.exit_code, bad.stderr) == (2, f"error: input file not found: {tmp_path / 'nope.jsonl'}\n") and not (tmp_path / "x").exists()

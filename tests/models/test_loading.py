@@ -83,3 +83,35 @@ def test_bin_weights_load_with_weights_only(tiny_model_dir, tmp_path):
     torch.save(state, target / "pytorch_model.bin")
     model, _ = load(str(target))
     assert torch.equal(model.state_dict()["lm_head.weight"], state["lm_head.weight"])
+
+
+def test_hub_id_or_path_is_one_test():
+    from knowlm.models.loading import is_hub_id
+
+    assert all(is_hub_id(name) for name in ("gpt2", "zjunlp/OneKE", "meta-llama/Llama-2-7b-hf", "org/model.v1_2"))
+    assert not any(is_hub_id(name) for name in ("./model", "/abs/model", "~/model", "a/b/c", "org/", "/", "model dir", ".hidden"))
+
+
+@pytest.mark.parametrize("name", ["./missing-tok", "/no/such/tokenizer", "a/b/c"])
+def test_tokenizer_paths_fail_fast_even_online(name, monkeypatch):
+    from knowlm.models import load_tokenizer
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # a path is never retried against the hub
+    with pytest.raises(KnowlmError, match=f"^tokenizer not found: {name}$"):
+        load_tokenizer(name)
+
+
+def test_tokenizer_only_directory_loads_prepared(tiny_model_dir, tmp_path):
+    """data prepare takes a tokenizer directory without a model; it gets the same preparation."""
+    from knowlm.models import load_tokenizer, prepare_tokenizer
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json"):
+        if (tiny_model_dir / name).is_file():
+            shutil.copy2(tiny_model_dir / name, tok_dir / name)
+    tokenizer = load_tokenizer(str(tok_dir), padding_side="right")
+    assert tokenizer.pad_token == tokenizer.unk_token and tokenizer.padding_side == "right"
+    assert prepare_tokenizer(tokenizer) is tokenizer and tokenizer.padding_side == "right"  # idempotent, side untouched
+    with pytest.raises(KnowlmError, match="no config.json"):
+        load(str(tok_dir))

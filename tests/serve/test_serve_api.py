@@ -72,29 +72,39 @@ def test_openai_client_chat_and_completions(live_server):
         client.chat.completions.create(model=service.default, messages=messages[:3], max_tokens=2)  # ends with the assistant
 
 
-def test_extract_returns_ie_records(live_server):
+def test_extract_returns_the_records_the_library_extracts(live_server, tiny_model):
+    """/extract over the shared batching engine answers exactly what extract_texts gives with the
+    batched HF Generator (same template, ie preset capped at the server's max_tokens)."""
+    from knowlm.decoding import preset
+    from knowlm.ie import extract_texts
     from knowlm.ie.records import validate
+    from knowlm.infer import Generator
 
-    url, _ = live_server
+    url, service = live_server
+    reference = Generator(*tiny_model)
+    assert reference.template == service.resolve(None).template == "alpaca"
+    params = preset("ie").updated(max_new_tokens=service.limits.max_tokens)
     cases = [
         {"text": "浙江大学位于杭州。", "task": "ner", "schema": ["组织机构", "地理位置"], "lang": "zh"},
         {"text": "Tim Cook leads Apple.", "task": "re", "schema": {"CEO of": "person leads company"}, "split_num": 1},
         {"text": "Apple acquired Beats in 2014.", "task": "ee", "schema": [{"event_type": "acquisition", "arguments": ["buyer", "target"]}], "id": "d1"},
     ]
-    for case in cases:
-        reply = httpx.post(f"{url}/extract", json=case, timeout=60)
-        assert reply.status_code == 200, reply.text
-        record = validate(reply.json())
-        assert record["text"] == case["text"] and record["parse_status"] in ("ok", "partial", "failed")
-        assert {"entities", "relations", "events"} <= set(record)
-    assert reply.json()["id"] == "d1"
     import importlib.util
 
     if importlib.util.find_spec("xgrammar"):  # grammar-constrained decoding, per request, inside the shared batch
-        reply = httpx.post(f"{url}/extract", json={**cases[0], "constrained": True}, timeout=60)
-        assert reply.status_code == 200 and validate(reply.json())["parse_status"] in ("ok", "partial", "failed")
+        cases.append({**cases[0], "constrained": True})
+    for case in cases:
+        reply = httpx.post(f"{url}/extract", json=case, timeout=60)
+        assert reply.status_code == 200, reply.text
+        doc = {"text": case["text"], "id": case["id"]} if "id" in case else {"text": case["text"]}
+        expected, = extract_texts(reference, [doc], case["task"], case["schema"], lang=case.get("lang", "auto"),
+                                  split_num=case.get("split_num"), constrained=case.get("constrained", False), params=params)
+        assert validate(reply.json()) == expected
+    assert reply.json()["id"] == ("0" if "constrained" in cases[-1] else "d1")
     bad = httpx.post(f"{url}/extract", json={"text": "x", "task": "ee", "schema": [5]}, timeout=30)
-    assert bad.status_code in (400, 422) and "error" in bad.json()
+    assert bad.status_code == 422 and bad.json()["error"].startswith("invalid request: schema")
+    empty = httpx.post(f"{url}/extract", json={"text": "x", "task": "ner", "schema": []}, timeout=30)
+    assert (empty.status_code, empty.json()) == (400, {"error": "bad schema: schema: expected a non-empty list of type names"})
 
 
 def test_limits_and_malformed_requests_get_4xx_json(live_server):
@@ -220,5 +230,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(tiny_model, tiny_model_di
     server.stop()
     worker.join()
     assert result["status"] == 200 and result["body"]["num_output_tokens_cf"] == 150
-    with pytest.raises(Exception):
-        engine.submit(__import__("knowlm.infer.backends", fromlist=["GenerationRequest"]).GenerationRequest("x"))
+    from knowlm.infer.backends import EngineStoppedError, GenerationRequest
+
+    with pytest.raises(EngineStoppedError, match="^the engine is not accepting requests \\(shutting down\\)$"):
+        engine.submit(GenerationRequest("x"))

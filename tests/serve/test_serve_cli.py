@@ -25,16 +25,12 @@ def test_parse_adapters():
             parse_adapters(bad)
 
 
-def test_bad_flags_exit_2(tiny_model_dir, capsys):
-    from knowlm.cli.main import main
-
-    for args in (["serve", "-m", str(tiny_model_dir), "--adapter", "ie=/no/such/dir"], ["serve", "-m", "/no/such/model"],
-                 ["serve", "-m", str(tiny_model_dir), "--port", "0"], ["webui", "-m", str(tiny_model_dir), "--port", "70000"]):
-        with pytest.raises(SystemExit) as exit_info:
-            main(args)
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert err[-1].startswith("error:") and "Traceback" not in "\n".join(err)
+def test_bad_flags_exit_2(cli, tiny_model_dir):
+    for args in (["serve", "-m", tiny_model_dir, "--adapter", "ie=/no/such/dir"], ["serve", "-m", "/no/such/model"],
+                 ["serve", "-m", tiny_model_dir, "--port", "0"], ["webui", "-m", tiny_model_dir, "--port", "70000"]):
+        result = cli(*args)
+        assert result.exit_code == 2, args
+        assert result.stderr.splitlines()[-1].startswith("error:") and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

@@ -145,3 +145,30 @@ def test_vllm_backend_gives_a_clear_error_without_vllm_or_gpu(tiny_model_dir):
         make_backend("vllm", str(tiny_model_dir))
     with pytest.raises(KnowlmError, match="unknown backend"):
         make_backend("tgi", str(tiny_model_dir))
+
+
+def test_both_backends_give_the_server_a_text_generator(serve_engine, tiny_model, tiny_model_dir, tmp_path):
+    """/extract and the web UI run extraction on whatever backend serves: each one, seen through the
+    service, is a TextGenerator with the model's template, context and logits width."""
+    import json
+    import shutil
+
+    from knowlm.infer import TextGenerator
+    from knowlm.infer.vllm_backend import VllmEngine
+    from knowlm.serve import Service
+
+    model, tokenizer = tiny_model
+    llama2_dir = tmp_path / "llama2"
+    shutil.copytree(tiny_model_dir, llama2_dir)
+    (llama2_dir / "knowlm.json").write_text(json.dumps({"template": "llama2"}))
+    vllm_engine = VllmEngine(engine=None, tokenizer=tokenizer, max_context=96, vocab_size=model.config.vocab_size + 64)
+    for engine, directory, template, context, vocab in (
+        (serve_engine, tiny_model_dir, "alpaca", model.config.max_position_embeddings, model.config.vocab_size),
+        (vllm_engine, llama2_dir, "llama2", 96, model.config.vocab_size + 64),  # vLLM pads the logits width
+    ):
+        service = Service.from_engine(engine, str(directory))
+        generator = service.generator(service.resolve(None))
+        assert isinstance(generator, TextGenerator) and generator.tokenizer is tokenizer
+        assert (generator.template, generator.max_context, generator.vocab_size) == (template, context, vocab)
+        assert generator.stop == {"alpaca": ("### Instruction:",), "llama2": ("[INST]",)}[template]
+        assert generator.prompt("q") == service.prompt(service.resolve(None), "q")

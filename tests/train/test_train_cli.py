@@ -64,101 +64,80 @@ def test_kill_9_then_resume_matches_uninterrupted(tiny_model_dir, corpus_prefix,
         (["sft", "--data", "{sft}", "--lora", "--full"], "choose one of"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(tiny_model_dir, sft_file, tmp_path, args, message):
+def test_user_errors_exit_2_with_one_line(cli, tiny_model_dir, sft_file, tmp_path, args, message):
     if "--qlora" in args:
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("has CUDA")
     args = [a.replace("{sft}", sft_file) for a in args]
-    from typer.testing import CliRunner
-
-    from knowlm.cli.main import app
-
-    result = CliRunner().invoke(app, ["train", args[0], "--model", str(tiny_model_dir), "--output",
-                                      str(tmp_path / "o"), *args[1:]])
-    # the app raises KnowlmError; main() turns it into exit 2 -- check both halves
-    from knowlm.errors import KnowlmError
-
-    assert isinstance(result.exception, KnowlmError), result.output
-    assert message in str(result.exception) and "\n" not in str(result.exception)
-    assert not (tmp_path / "o" / "knowlm.json").exists()
+    result = cli("train", args[0], "--model", tiny_model_dir, "--output", tmp_path / "o", *args[1:])
+    last = result.stderr.splitlines()[-1]
+    assert result.exit_code == 2 and last.startswith("error: ") and message in last, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o" / "knowlm.json").exists()
 
 
-def test_main_exit_code_and_help():
-    bad = subprocess.run([*KNOWLM, "train", "sft", "--model", "nowhere-model", "--data", "x.jsonl", "--output", "o"],
-                         capture_output=True, text=True, env=_env(), timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
-    from typer.testing import CliRunner
-
-    from knowlm.cli.main import app
-
+def test_main_exit_code_and_help(cli):
+    bad = cli("train", "sft", "--model", "nowhere-model", "--data", "x.jsonl", "--output", "o")
+    assert (bad.exit_code, bad.stderr) == (2, "error: model directory not found: nowhere-model\n")
     for sub in ("pretrain", "sft"):
-        result = CliRunner().invoke(app, ["train", sub, "--help"])
-        assert result.exit_code == 0 and "Example:" in result.output
+        result = cli("train", sub, "--help")
+        assert result.exit_code == 0 and "Example:" in result.stdout
 
 
-def _captured(monkeypatch) -> dict:
-    """Replace both recipes by a stub that records the config the CLI built."""
+@pytest.fixture
+def captured(monkeypatch) -> dict:
+    """Replace the recipes by a stub that records the config the CLI built."""
     import knowlm.train as train
+    import knowlm.train.pref as pref
 
     seen: dict = {}
 
-    def fake(kind):
-        def run(cfg, quiet=False):
-            seen["cfg"] = cfg
-            return {"stopped_early": True, "steps": 0}
-        return run
+    def run(cfg, quiet=False):
+        seen["cfg"] = cfg
+        return {"stopped_early": True, "steps": 0}
 
-    monkeypatch.setattr(train, "pretrain", fake("pretrain"))
-    monkeypatch.setattr(train, "sft", fake("sft"))
+    for module, name in ((train, "pretrain"), (train, "sft"), (pref, "preference")):
+        monkeypatch.setattr(module, name, run)
     return seen
 
 
-def _invoke(*args):
-    from typer.testing import CliRunner
-
-    from knowlm.cli.main import app
-
-    return CliRunner().invoke(app, ["train", *args])
-
-
-def test_every_config_field_is_a_flag_of_its_recipe():
+def test_every_config_field_is_a_flag_of_its_recipe(cli):
     import dataclasses
 
-    from knowlm.train.config import PretrainConfig, SFTConfig, TrainConfig
+    from knowlm.train.config import PreferenceConfig, PretrainConfig, SFTConfig, TrainConfig
 
-    for sub, cls in (("pretrain", PretrainConfig), ("sft", SFTConfig)):
-        out = _invoke(sub, "--help").output
+    for sub, cls in (("pretrain", PretrainConfig), ("sft", SFTConfig), ("dpo", PreferenceConfig), ("orpo", PreferenceConfig)):
+        out = cli("train", sub, "--help").stdout
         for f in dataclasses.fields(cls):
-            assert "--" + f.name.replace("_", "-")[:14] in out, (sub, f.name)
+            assert "--" + f.name.replace("_", "-") in out, (sub, f.name)
         for shortcut in ("--lora", "--qlora", "--full", "--config"):
             assert shortcut in out
     shared = {f.name for f in dataclasses.fields(TrainConfig)}
     assert "min_lr_ratio" in shared  # sft lacked --min-lr-ratio before the options were generated
 
 
-@pytest.mark.parametrize("sub", ["pretrain", "sft"])
+@pytest.mark.parametrize("sub", ["pretrain", "sft", "dpo"])
 @pytest.mark.parametrize("flags", [["--lora", "--full"], ["--method", "full", "--qlora"]])
-def test_conflicting_methods_are_refused_by_both_recipes(monkeypatch, sub, flags):
-    seen = _captured(monkeypatch)
-    result = _invoke(sub, "--model", "m", "--data", "d", "--output", "o", *flags)
-    assert "choose one of --lora, --qlora, --full" in str(result.exception) and "cfg" not in seen
+def test_conflicting_methods_are_refused_by_every_recipe(cli, captured, sub, flags):
+    result = cli("train", sub, "--model", "m", "--data", "d", "--output", "o", *flags)
+    assert result.exit_code == 2 and "choose one of --lora, --qlora, --full" in result.stderr and "cfg" not in captured
 
 
-def test_preset_then_flags_and_unknown_yaml_keys(monkeypatch, tmp_path):
-    seen = _captured(monkeypatch)
-    result = _invoke("sft", "--model", "m", "--data", "d", "--output", "o", "--config", "sft_oneke",
-                     "--min-lr-ratio", "0.2", "--lora-r", "4", "--lora-target-modules", "q_proj,v_proj", "--full")
-    assert result.exception is None, result.output
-    cfg = seen["cfg"]
+def test_preset_then_flags_and_unknown_yaml_keys(cli, captured, tmp_path):
+    result = cli("train", "sft", "--model", "m", "--data", "d", "--output", "o", "--config", "sft_oneke",
+                 "--min-lr-ratio", "0.2", "--lora-r", "4", "--lora-target-modules", "q_proj,v_proj", "--full")
+    assert result.exit_code == 0, result.stderr
+    cfg = captured["cfg"]
     assert (cfg.template, cfg.lora_r, cfg.min_lr_ratio, cfg.method) == ("llama2", 4, 0.2, "full")
     assert cfg.lora_target_modules == ["q_proj", "v_proj"]
-    result = _invoke("pretrain", "--model", "m", "--data", "0.7", "a", "0.3", "b", "--output", "o", "--lora")
-    assert seen["cfg"].data == ["0.7", "a", "0.3", "b"] and seen["cfg"].method == "lora"
+    cli("train", "pretrain", "--model", "m", "--data", "0.7", "a", "0.3", "b", "--output", "o", "--lora")
+    assert captured["cfg"].data == ["0.7", "a", "0.3", "b"] and captured["cfg"].method == "lora"
+    cli("train", "orpo", "--model", "m", "--data", "p.jsonl", "--output", "o", "--beta", "0.2")
+    assert (captured["cfg"].objective, captured["cfg"].beta) == ("orpo", 0.2)
     bad = tmp_path / "bad.yaml"
     bad.write_text("learnin_rate: 0.1\nlora_r: 4\n", encoding="utf-8")
-    result = _invoke("sft", "--model", "m", "--data", "d", "--output", "o", "--config", str(bad))
-    message = str(result.exception)
-    assert "learnin_rate (did you mean learning_rate?)" in message and "valid options:" in message
-    assert "min_lr_ratio" in message and "\n" not in message
+    result = cli("train", "sft", "--model", "m", "--data", "d", "--output", "o", "--config", bad)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "learnin_rate (did you mean learning_rate?)" in result.stderr and "valid options:" in result.stderr
+    assert "min_lr_ratio" in result.stderr

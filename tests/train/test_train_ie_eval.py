@@ -9,7 +9,7 @@ import json
 import pytest
 
 from knowlm.errors import KnowlmError
-from knowlm.ie.demo import FALLBACK_GOLD
+from knowlm.demo_extract import FALLBACK_GOLD
 from knowlm.train import SFTConfig, sft
 from knowlm.train.ie_eval import IEEvaluator, load_dev_records, tasks_of
 from knowlm.train.metrics import read_metrics

@@ -4,7 +4,6 @@ import hashlib
 
 import pytest
 
-from knowlm.cli.main import main
 from knowlm.errors import KnowlmError
 from knowlm.weights import download, parse_checksum_file, verify_checksums
 
@@ -50,18 +49,14 @@ def test_mismatch_and_missing_files_are_named(tree, tmp_path):
         verify_checksums(root, tmp_path / "garbage.txt")
 
 
-def test_cli_verify_and_offline_download(tree, tmp_path, capsys, monkeypatch):
+def test_cli_verify_and_offline_download(cli, tree, tmp_path, monkeypatch):
     root, files = tree
     listing = _write_list(tmp_path / "sha.txt", files, "sha256")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["weights", "verify", str(root), "--checksums", str(listing)])
-    assert exit_info.value.code == 0
-    assert "All 3 listed files" in capsys.readouterr().out
+    result = cli("weights", "verify", root, "--checksums", listing)
+    assert result.exit_code == 0 and "All 3 listed files" in result.stdout
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["weights", "download", "zjunlp/OneKE", "--output", str(tmp_path / "dl"), "--include", "*.json"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "offline" in err and "\n" not in err
+    result = cli("weights", "download", "zjunlp/OneKE", "--output", tmp_path / "dl", "--include", "*.json")
+    err = result.stderr.strip()
+    assert result.exit_code == 2 and err.startswith("error:") and "offline" in err and "\n" not in err
     with pytest.raises(KnowlmError, match="not available offline"):
         download("zjunlp/OneKE", tmp_path / "dl2", offline=True)

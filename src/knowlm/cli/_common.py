@@ -31,7 +31,7 @@ def decoding_from_flags(
     do_sample: bool | None = None,
 ):
     """A preset with the flags the user set on top (unset flags keep the preset's value)."""
-    from knowlm.infer.decoding import preset
+    from knowlm.decoding import preset
 
     return preset(preset_name).updated(
         max_new_tokens=max_new_tokens,
@@ -42,15 +42,3 @@ def decoding_from_flags(
         repetition_penalty=repetition_penalty,
         do_sample=do_sample,
     )
-
-
-def load_generator(model: str, adapter: str | None, template: str | None, dtype: str, device: str, quantization: str | None = None, allocate: str | None = None):
-    """Load a model (+adapter) and wrap it in a Generator with the right prompt template."""
-    from knowlm.infer import Generator
-    from knowlm.models import load, resolve_template
-    from knowlm.models.templates import get
-
-    if template:
-        get(template)  # fail fast on an unknown name, before loading weights
-    lm, tokenizer = load(model, adapter=adapter, dtype=dtype, device=device, quantization=quantization, allocate=parse_floats(allocate, "--allocate"))
-    return Generator(lm, tokenizer, template=resolve_template(model, adapter, template))

@@ -15,7 +15,8 @@ def convert(
     format: str = typer.Argument(..., help="conll2003, peoples-daily, scierc, nyt11, kbp37, gids, duie, duee, iepile, instructie; or sft (IE records -> instructions)."),
     input: Path = typer.Argument(..., help="The dataset file in its original format (sft: IE records JSONL)."),
     output: Path = typer.Argument(..., help="Output JSONL: IE records v1 (sft: alpaca instruction records)."),
-    task: Optional[str] = typer.Option(None, help="sft: ner, re or ee."),
+    relation_map: Optional[Path] = typer.Option(None, help="JSON {label: new label} to rename the dataset's relation labels (NA drops), or a rel2id {label: id} to decode numeric labels."),
+    task: Optional[str] = typer.Option(None, help="sft: ner, re, ee, eet, eea or spo."),
     schema: Optional[str] = typer.Option(None, help="sft: schema (JSON file/list); default: every type in the input, sorted."),
     style: str = typer.Option("json", help="sft: prompt style json (IEPile/OneKE) or knowlm (free-text tuples)."),
     lang: str = typer.Option("auto", help="sft: instruction language auto, zh or en."),
@@ -25,9 +26,11 @@ def convert(
 ) -> None:
     """Convert a public IE dataset to IE records (or IE records to SFT instructions).
 
-    Reports how many units were read and what was skipped and why.
+    Relation labels stay the dataset's own unless --relation-map renames them. Reports how many
+    units were read, what was skipped or left out and why, with the first file:line of each.
 
     Example: knowlm convert duie duie_train.json duie.records.jsonl
+    Example: knowlm convert gids gids_train_bags.json gids.jsonl --relation-map gids_names.json
     """
     from knowlm.ie.datasets import ConvertReport, convert as run_convert, schema_from_records
     from knowlm.utils.jsonl import JsonlStats, iter_jsonl, write_jsonl
@@ -38,7 +41,7 @@ def convert(
         from knowlm.ie.schema import check_task, load_schema
 
         if not task:
-            raise KnowlmError("convert sft needs --task ner|re|ee")
+            raise KnowlmError("convert sft needs --task ner|re|ee|eet|eea|spo")
         task = check_task(task)
         stats = JsonlStats()
         records = [validate(r, f"{input} record {i + 1}") for i, r in enumerate(iter_jsonl(input, stats))]
@@ -53,7 +56,7 @@ def convert(
         skipped = sum(stats.skipped.values())
         console.print(f"Wrote {n} {style}-style {task} instructions from {len(records)} records ({skipped} bad lines skipped) to {output}.")
         return
-    records, report = run_convert(format, input, ConvertReport(format))
+    records, report = run_convert(format, input, ConvertReport(format), relation_map=relation_map)
     write_jsonl(output, records)
     counts = {k: sum(len(r.get(k) or []) for r in records) for k in ("entities", "relations", "events")}
     found = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no annotations"

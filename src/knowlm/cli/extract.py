@@ -7,13 +7,14 @@ from typing import Optional
 
 import typer
 
-from knowlm.cli._common import console, decoding_from_flags, load_generator
+from knowlm.cli._common import console, decoding_from_flags
 from knowlm.errors import KnowlmError
+from knowlm.models.templates import DEFAULT_TEMPLATE, TEMPLATES
 
 
 def extract(
     model: str = typer.Option(..., "--model", "-m", help="Local Hugging Face model directory or hub id."),
-    task: str = typer.Option(..., help="ner, re or ee."),
+    task: str = typer.Option(..., help="ner, re, ee; eet (event types and triggers), eea (arguments of given event types), spo (typed subject/object)."),
     schema: str = typer.Option(..., help='Schema: a JSON file, a JSON list (\'["person","location"]\') or a comma list.'),
     input: Path = typer.Option(..., "--input", "-i", help="JSONL with 'text' (and optional 'id', 'lang', 'source'); .txt: one text per line."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write the predicted IE records (JSONL)."),
@@ -22,7 +23,7 @@ def extract(
     lang: str = typer.Option("auto", help="Instruction language: auto (per text), zh or en."),
     split_num: Optional[int] = typer.Option(None, help="Schema items per prompt (default NER 6, RE 4, EE 4; 0 = all in one)."),
     constrained: bool = typer.Option(False, "--constrained/--free", help="Grammar-constrained JSON (xgrammar): keys exactly the schema items."),
-    template: Optional[str] = typer.Option(None, help="Prompt template; default: the model's knowlm.json, else alpaca."),
+    template: Optional[str] = typer.Option(None, help=f"Prompt template: {', '.join(TEMPLATES)}. Default: the adapter's or model's knowlm.json, else {DEFAULT_TEMPLATE}."),
     batch_size: int = typer.Option(16, help="Prompts decoded together."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Most tokens per answer (ie preset: 512)."),
     max_input_tokens: Optional[int] = typer.Option(None, help="Longest text chunk in tokens; longer texts are split at sentences (default: fit the context)."),
@@ -39,6 +40,7 @@ def extract(
     """
     from knowlm.ie.extract import extract_texts
     from knowlm.ie.schema import check_task, load_schema
+    from knowlm.infer import load_generator
     from knowlm.utils.jsonl import JsonlStats, iter_jsonl, open_text, write_jsonl
 
     task = check_task(task)
@@ -61,7 +63,7 @@ def extract(
     if not texts:
         raise KnowlmError(f"{input}: no texts to extract from (JSONL lines need a 'text' field)")
     params = decoding_from_flags("ie", max_new_tokens=max_new_tokens)
-    generator = load_generator(model, adapter, template, dtype, device)
+    generator = load_generator(model, adapter, template, dtype=dtype, device=device)
     run: dict = {}
     records = extract_texts(
         generator, texts, task, schema_obj, lang=lang, style=style, split_num=split_num, constrained=constrained,

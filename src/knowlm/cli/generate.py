@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from knowlm.cli._common import console, decoding_from_flags, load_generator
+from knowlm.cli._common import console, decoding_from_flags, parse_floats
 from knowlm.errors import KnowlmError
+from knowlm.models.templates import DEFAULT_TEMPLATE, TEMPLATES
 
 
 def generate(
@@ -18,7 +19,7 @@ def generate(
     interactive: bool = typer.Option(False, "--interactive", "-i", help="Chat in the terminal (reads stdin)."),
     cases: Optional[Path] = typer.Option(None, help="JSONL of cases {id, instruction, input, system, parameters}."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write case results (JSONL). Default: CASES.out.jsonl"),
-    template: Optional[str] = typer.Option(None, help="Prompt template: alpaca, llama2, chatml, raw. Default: the model's knowlm.json, else alpaca."),
+    template: Optional[str] = typer.Option(None, help=f"Prompt template: {', '.join(TEMPLATES)}. Default: the adapter's or model's knowlm.json, else {DEFAULT_TEMPLATE}."),
     system: Optional[str] = typer.Option(None, help="System prompt (templates that have one)."),
     preset: str = typer.Option("default", help="Decoding preset: default, ie (deterministic), creative (sampling)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Most tokens to generate."),
@@ -41,6 +42,7 @@ def generate(
 
     Example: knowlm generate -m demo-work/model --cases examples/general_cases.jsonl -o answers.jsonl
     """
+    from knowlm.infer import load_generator
     from knowlm.infer.cases import run_cases_file
     from knowlm.infer.chat import ChatSession, run_chat
 
@@ -52,7 +54,9 @@ def generate(
         raise KnowlmError(f"cases file not found: {cases}")
     params = decoding_from_flags(preset, max_new_tokens, temperature, top_p, top_k, num_beams, repetition_penalty, do_sample)
     quantization = "8bit" if load_8bit else "4bit" if load_4bit else None
-    generator = load_generator(model, adapter, template, dtype, device, quantization, allocate)
+    generator = load_generator(
+        model, adapter, template, dtype=dtype, device=device, quantization=quantization, allocate=parse_floats(allocate, "--allocate")
+    )
     if interactive:
         run_chat(ChatSession(generator, params, system=system), sys.stdin, sys.stdout)
         return

@@ -44,7 +44,7 @@ def inspect(prefix: str | os.PathLike, plot: str | os.PathLike | None = None, sa
     if samples and len(ds):
         if tokenizer is None and side.get("tokenizer"):
             try:
-                from knowlm.data.pipeline import load_tokenizer
+                from knowlm.models import load_tokenizer
 
                 tokenizer = load_tokenizer(side["tokenizer"])
             except Exception:  # the tokenizer moved: show ids instead

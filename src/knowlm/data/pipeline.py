@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import shutil
 import sys
 from collections import deque
@@ -93,20 +92,6 @@ class PrepareConfig:
             raise KnowlmError("pack_window must be at least 1")
         if self.min_sample_tokens < 0:
             raise KnowlmError("--min-sample-tokens must be >= 0")
-
-
-def load_tokenizer(name: str):
-    """A Hugging Face tokenizer from a local directory or hub id, or a one-line KnowlmError."""
-    from transformers import AutoTokenizer
-
-    path = Path(name).expanduser()
-    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1 or os.environ.get("HF_HUB_OFFLINE") == "1"):
-        raise KnowlmError(f"tokenizer not found: {name}")
-    try:
-        return AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
-    except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot use this tokenizer"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KnowlmError(f"cannot load tokenizer {name}: {first}") from None
 
 
 def tokenizer_fingerprint(name: str) -> str:
@@ -289,6 +274,8 @@ def _pool_context():
 def prepare(config: PrepareConfig, progress: Callable[[int, int], None] | None = None) -> dict:
     """Run the pipeline; returns the sidecar content (also written to ``PREFIX.json``)."""
     config.validate()
+    from knowlm.models.loading import load_tokenizer  # here, not at import: knowlm.ie imports knowlm.data
+
     sources = expand_inputs(config.inputs)
     tokenizer = load_tokenizer(config.tokenizer)
     dtype = dtype_for_vocab(len(tokenizer))

@@ -80,17 +80,13 @@ def answers(model, tokenizer, prompts: list[str], targets: list[str]) -> list[st
     """Greedy continuations about as long as the targets (to show before/after)."""
     from knowlm.infer import DecodingParams, Generator
 
-    side = tokenizer.padding_side
-    try:
-        out = []
-        gen = Generator(model, tokenizer, template="raw")
-        for prompt, target in zip(prompts, targets):
-            ids, start = encode_with_target(tokenizer, prompt, target)
-            params = DecodingParams(max_new_tokens=len(ids) - start + 2)
-            out.append(gen.generate([prompt], params)[0].text.strip())
-        return out
-    finally:
-        tokenizer.padding_side = side
+    out = []
+    gen = Generator(model, tokenizer, template="raw")
+    for prompt, target in zip(prompts, targets):
+        ids, start = encode_with_target(tokenizer, prompt, target)
+        params = DecodingParams(max_new_tokens=len(ids) - start + 2)
+        out.append(gen.generate([prompt], params)[0].text.strip())
+    return out
 
 
 def _applier(method: str) -> Callable:

@@ -7,9 +7,10 @@ Stable entry points (DESIGN §5)::
     score(gold_records, pred_records, match)             -> the `knowlm eval --report` object
     extract_texts(generator, texts, task, schema, ...)   -> IE records with parse status
     build_prompt / gold_output / records_to_instructions -> the one prompt builder and SFT data
-    demo_stage(workdir, model_dir, adapter=None)         -> the demo's extraction + evaluation step
 
-Nothing here imports torch; only ``knowlm.ie.constrained`` does, when called.
+Nothing here imports torch, ``knowlm.infer`` or ``knowlm.models``: extraction takes any
+``knowlm.infer.TextGenerator``. Only ``knowlm.ie.constrained`` imports torch/xgrammar, when called.
+The demo's extraction stage, which loads a model, is ``knowlm.demo_extract``.
 """
 
 from knowlm.ie.extract import extract_texts
@@ -21,13 +22,6 @@ from knowlm.ie.records import detect_lang, is_na, validate
 from knowlm.ie.schema import DEFAULT_SPLIT_NUM, EventType, Schema, batch_schema, load_schema, make_schema
 
 
-def demo_stage(*args, **kwargs):
-    """Extract from held-out bundled texts and score against gold (see :mod:`knowlm.ie.demo`)."""
-    from knowlm.ie.demo import demo_stage as _demo_stage
-
-    return _demo_stage(*args, **kwargs)
-
-
 __all__ = [
     "batch_schema",
     "parse_output",
@@ -36,7 +30,6 @@ __all__ = [
     "build_prompt",
     "gold_output",
     "records_to_instructions",
-    "demo_stage",
     "make_schema",
     "load_schema",
     "Schema",

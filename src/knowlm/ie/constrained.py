@@ -39,17 +39,16 @@ def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
     span = {"type": "string", "pattern": r'[^"\\\x00-\x1f]{1,%d}' % bounds.max_chars}
     props: dict[str, Any] = {}
     for item in schema.items:
-        if schema.task == "ner":
-            value: dict = {"type": "array", "items": span, "maxItems": bounds.max_items}
-            props[item] = value
-        elif schema.task == "re":
+        if schema.task in ("ner", "eet"):  # a list of spans (entities, or an event type's triggers)
+            props[item] = {"type": "array", "items": span, "maxItems": bounds.max_items}
+        elif schema.task in ("re", "spo"):
             pair = {
                 "type": "object",
                 "properties": {"subject": span, "object": span},
                 "required": ["subject", "object"],
                 "additionalProperties": False,
             }
-            props[item] = {"type": "array", "items": pair, "maxItems": bounds.max_items}
+            props[item.name if schema.task == "spo" else item] = {"type": "array", "items": pair, "maxItems": bounds.max_items}
         else:
             args = {
                 "type": "object",
@@ -57,7 +56,7 @@ def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
                 "required": list(item.roles),
                 "additionalProperties": False,
             }
-            event = {
+            event = args if schema.task == "eea" else {  # EEA answers the arguments object itself (IEPile)
                 "type": "object",
                 "properties": {"trigger": span, "arguments": args},
                 "required": ["trigger", "arguments"],
@@ -65,12 +64,6 @@ def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
             }
             props[item.name] = {"type": "array", "items": event, "maxItems": bounds.max_items}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-
-
-def _vocab_size(model, tokenizer) -> int:
-    config = getattr(model, "config", None)
-    size = getattr(config, "vocab_size", None) if config is not None else None
-    return int(size or len(tokenizer))
 
 
 class GrammarCache:
@@ -148,11 +141,11 @@ def make_processor(compiled: Sequence[Any]):
 
 
 def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE):
-    """A ``Generator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
-    batch of prompt ``i`` (:class:`Schema` objects may mix tasks in one batch)."""
+    """A ``TextGenerator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
+    batch of prompt ``i`` (:class:`Schema` objects may mix tasks in one batch). Grammars mask the
+    generator's ``vocab_size`` logits with its ``tokenizer``."""
     tokenizer = generator.tokenizer
-    vocab = _vocab_size(getattr(generator, "model", None), tokenizer)
-    grammars = [cache.grammar(tokenizer, vocab, json_schema(task, s, bounds)) for s in row_schemas]
+    grammars = [cache.grammar(tokenizer, generator.vocab_size, json_schema(task, s, bounds)) for s in row_schemas]
 
     def factory(indices: Sequence[int]) -> list:
         return [make_processor([grammars[i] for i in indices])]

@@ -6,41 +6,39 @@ Texts longer than the context window are cut at sentence boundaries into chunks 
 shifted back to offsets in the full text, never silently truncated. Every output record says
 whether all its prompts parsed (``parse_status`` ``ok`` / ``partial`` / ``failed``).
 
-Torch-free: the generator does the model work.
+Torch-free: the generator (any :class:`knowlm.infer.TextGenerator`) does the model work and says
+how the model is prompted and where its answers stop; nothing here imports ``knowlm.infer``,
+``knowlm.models`` or torch (``knowlm.ie.constrained`` does, only when constrained decoding is asked for).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from knowlm.data.sentences import split_sentences
+from knowlm.decoding import DecodingParams, preset
 from knowlm.errors import KnowlmError
 from knowlm.ie.parsing import TASK_FIELD, parse_output
 from knowlm.ie.prompts import build_prompt, check_style
 from knowlm.ie.records import dedup, detect_lang, entity_key, event_key, new_record, relation_key
 from knowlm.ie.schema import DEFAULT_SPLIT_NUM, batch_schema, make_schema
 
-_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.!?])(?=\s)")
-
-
-def sentences(text: str) -> list[str]:
-    """Split after sentence-final punctuation; ``"".join(result) == text``."""
-    parts = [p for p in _SENTENCE_END.split(text) if p]
-    return parts or [text]
+if TYPE_CHECKING:  # the protocol lives on the model side; only its shape is needed here
+    from knowlm.infer.generator import TextGenerator
 
 
 def _count(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def chunk_text(text: str, budget: int, count) -> list[tuple[int, str]]:
+def chunk_text(text: str, budget: int, count, lang: str = "auto") -> list[tuple[int, str]]:
     """``(offset, chunk)`` pieces of ``text`` of at most ``budget`` tokens each, cut at sentence ends
-    (a sentence longer than the budget is cut by characters)."""
+    (``knowlm.data.split_sentences``; a sentence longer than the budget is cut by characters)."""
     if count(text) <= budget:
         return [(0, text)]
     pieces: list[str] = []
-    for sentence in sentences(text):
+    for sentence in split_sentences(text, lang):
         if count(sentence) <= budget:
             pieces.append(sentence)
             continue
@@ -77,13 +75,11 @@ def _normalise_inputs(texts: Sequence[Any]) -> list[dict]:
     return docs
 
 
-def _context_budget(generator, overhead: int, max_new_tokens: int, max_input_tokens: int | None) -> int:
+def _context_budget(context: int, overhead: int, max_new_tokens: int, max_input_tokens: int | None) -> int:
     if max_input_tokens is not None:
         if max_input_tokens < 1:
             raise KnowlmError("max_input_tokens must be >= 1")
         return max_input_tokens
-    config = getattr(getattr(generator, "model", None), "config", None)
-    context = getattr(config, "max_position_embeddings", None) or 2048
     budget = int(context) - max_new_tokens - overhead
     if budget < 16:
         raise KnowlmError(
@@ -94,7 +90,7 @@ def _context_budget(generator, overhead: int, max_new_tokens: int, max_input_tok
 
 
 def extract_texts(
-    generator,
+    generator: TextGenerator,
     texts: Sequence[str] | Sequence[dict],
     task: str,
     schema: Any,
@@ -102,7 +98,7 @@ def extract_texts(
     style: str = "json",
     split_num: int | None = None,
     constrained: bool = False,
-    params=None,
+    params: DecodingParams | None = None,
     batch_size: int = 16,
     max_input_tokens: int | None = None,
     progress: bool = False,
@@ -112,12 +108,10 @@ def extract_texts(
 ) -> list[dict]:
     """IE records v1, one per input text, each with ``parse_status`` and notes.
 
-    ``texts``: strings or ``{"text", "id"?, "lang"?, "source"?}``. ``params``: a
-    ``knowlm.infer.DecodingParams`` (default: the ``ie`` preset). ``stats`` (optional dict) is
-    filled with counts and timings for summaries and benchmarks.
+    ``texts``: strings or ``{"text", "id"?, "lang"?, "source"?}``. ``params``: decoding (default: the
+    ``ie`` preset); the generator's stop strings are added unless decoding is constrained. ``stats``
+    (optional dict) is filled with counts and timings for summaries and benchmarks.
     """
-    from knowlm.infer.decoding import preset
-
     schema = make_schema(task, schema)
     task = schema.task
     style = check_style(style)
@@ -128,10 +122,7 @@ def extract_texts(
     docs = _normalise_inputs(texts)
     params = params if params is not None else preset("ie")
     if not constrained:  # stop where the template would start a new turn
-        from knowlm.models.templates import TEMPLATES
-
-        template = TEMPLATES.get(getattr(generator, "template", ""), None)
-        extra = [s for s in (template.stop if template else ()) if s not in params.stop]
+        extra = [s for s in generator.stop if s not in params.stop]
         if extra:
             params = params.updated(stop=list(params.stop) + extra)
     split = DEFAULT_SPLIT_NUM[task] if split_num is None else split_num
@@ -142,7 +133,7 @@ def extract_texts(
     overhead = max(
         _count(tokenizer, generator.prompt(*build_prompt(task, "", b, style=style, lang=lng))) for b in batches for lng in ("zh", "en")
     )
-    budget = _context_budget(generator, overhead, params.max_new_tokens, max_input_tokens)
+    budget = _context_budget(generator.max_context, overhead, params.max_new_tokens, max_input_tokens)
 
     prompts: list[str] = []
     meta: list[tuple[int, int, str, Any]] = []  # (doc index, chunk offset, chunk text, schema batch)
@@ -150,7 +141,7 @@ def extract_texts(
     for d, doc in enumerate(docs):
         doc_lang = lang if lang in ("zh", "en") else doc.get("lang") if doc.get("lang") in ("zh", "en") else detect_lang(doc["text"])
         doc["lang"] = doc_lang
-        chunks = chunk_text(doc["text"], budget, lambda s: _count(tokenizer, s)) if doc["text"] else [(0, "")]
+        chunks = chunk_text(doc["text"], budget, lambda s: _count(tokenizer, s), doc_lang) if doc["text"] else [(0, "")]
         n_chunks[d] = len(chunks)
         for offset, chunk in chunks:
             for sub in batches:
@@ -188,12 +179,14 @@ def extract_texts(
                 item["end"] += offset
             items[d].append(item)
 
-    key = {"ner": entity_key, "re": relation_key, "ee": event_key}[task]
+    key = {"entities": entity_key, "relations": relation_key, "events": event_key}[field]
     per_doc = len(batches)
     records = []
     for d, doc in enumerate(docs):
         record = new_record(doc["text"], id=doc["id"], lang=doc["lang"], source=doc.get("source"))
         record[field] = dedup(items[d], key)
+        if task not in ("ner", "re", "ee"):  # the scorer restricts EET/EEA/SPO records to their measures
+            record["task"] = task
         n_prompts = n_chunks[d] * per_doc
         failed = len(errors[d])
         record["parse_status"] = "ok" if not failed else "failed" if failed == n_prompts else "partial"

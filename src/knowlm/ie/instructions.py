@@ -13,18 +13,27 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from knowlm.ie.prompts import build_prompt, check_style, gold_output
 from knowlm.ie.records import detect_lang, is_na
-from knowlm.ie.schema import DEFAULT_SPLIT_NUM, batch_schema, item_name, make_schema, sample_negatives
+from knowlm.ie.schema import DEFAULT_SPLIT_NUM, EventType, batch_schema, item_name, make_schema, sample_negatives
 
 
 def present_items(record: dict, task: str) -> list[str]:
     """Schema item names that occur in a gold record, in order of first appearance."""
     if task == "ner":
         names = [e.get("type") for e in record.get("entities") or []]
-    elif task == "re":
+    elif task in ("re", "spo"):
         names = [r.get("relation") for r in record.get("relations") or [] if not is_na(r.get("relation"))]
     else:
         names = [e.get("type") for e in record.get("events") or []]
     return list(dict.fromkeys(n for n in names if isinstance(n, str)))
+
+
+def _with_triggers(batch: list, record: dict) -> list:
+    """EEA prompts name the events' triggers (IEPile's EEA schema items carry ``trigger``)."""
+    out = []
+    for item in batch:
+        triggers = [e["trigger"] for e in record.get("events") or [] if e.get("type") == item.name and e.get("trigger")]
+        out.append(EventType(item.name, item.roles, tuple(dict.fromkeys(triggers))))
+    return out
 
 
 def records_to_instructions(
@@ -45,6 +54,7 @@ def records_to_instructions(
     ``neg_ratio``: negative schema items per positive one (``None``: ask about the whole
     schema, as at test time). ``variants``: rotate through the instruction wordings.
     ``keep_empty``: records with no positive item still yield prompts made of negatives.
+    EEA asks only about the events a text has, naming their triggers (IEPile's EEA recipe).
     """
     schema = make_schema(task, schema_items)
     style = check_style(style)
@@ -58,16 +68,18 @@ def records_to_instructions(
         rng = random.Random(f"{seed}:{rid}")
         record_lang = lang if lang in ("zh", "en") else record.get("lang") if record.get("lang") in ("zh", "en") else detect_lang(text)
         positives = [n for n in present_items(record, schema.task) if n in known]
-        if not positives and not keep_empty:
+        if not positives and (not keep_empty or schema.task == "eea"):
             continue
-        if neg_ratio is None:
+        if schema.task == "eea":
+            chosen_names = set(positives)
+        elif neg_ratio is None:
             chosen_names = set(known)
         else:
             negatives = sample_negatives(positives, schema.items, neg_ratio, rng, hard_groups)
             chosen_names = set(positives) | {item_name(n) for n in negatives}
         chosen = [item for item in schema.items if item_name(item) in chosen_names]  # schema order
         for k, batch in enumerate(batch_schema(chosen, split)):
-            sub = schema.subset(batch)
+            sub = schema.subset(_with_triggers(batch, record) if schema.task == "eea" else batch)
             variant = rng.randrange(3) if variants else 0
             instruction, input_text = build_prompt(schema.task, text, sub, style=style, lang=record_lang, variant=variant)
             out = {

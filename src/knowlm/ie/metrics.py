@@ -1,23 +1,48 @@
 """Micro precision/recall/F1 for extraction, defined once (DESIGN §3).
 
-Sets of tuples per text (duplicates count once), NA relations excluded on both sides, F1 from
-unrounded P and R, deterministic (sorted) per-type tables. Predictions are matched to gold by
-``id``, or by position when the gold records have no ids. A prediction carrying
-``parse_error`` counts as predicting nothing and is tallied by reason.
+Tuples per text, NA relations excluded on both sides, F1 from unrounded P and R, deterministic
+(sorted) per-type tables. Two ways to count (``count``):
+
+* ``set`` (default): each distinct tuple of a text counts once, on both sides.
+* ``duplicates``: every tuple counts as often as it is written, a hit consumes one gold copy
+  (IEPile's default ``match_mode="normal"``: ``tp`` is the multiset intersection).
+
+Predictions are matched to gold by ``id`` (by position when the gold records have no ids);
+prediction records that share an id (one per prompt, IEPile's layout) are merged first and
+counted in ``merged_predictions``. A prediction carrying ``parse_error`` counts as predicting
+nothing and is tallied by reason. A record with a ``task`` (``ner``/``re``/``ee``/``eet``/
+``eea``/``spo`` or IEPile's upper-case names) is scored on its task's measures only, SPO
+relations with their subject and object types, and the report adds ``per_task`` scores under
+IEPile's task names.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 from typing import Any, Callable, Iterable
 
 from knowlm.ie.records import is_na
 
 MEASURES = ("entity", "relation", "event_trigger", "event_argument")
+COUNTS = ("set", "duplicates")
+TASK_MEASURES = {
+    "ner": ("entity",),
+    "re": ("relation",),
+    "spo": ("relation",),
+    "ee": ("event_trigger", "event_argument"),
+    "eet": ("event_trigger",),
+    "eea": ("event_argument",),
+}
+IEPILE_NAMES = {"ner": "NER", "re": "RE", "spo": "SPO", "ee": "EE", "eet": "EET", "eea": "EEA"}
 
 
 def _strict(s: Any) -> str:
     return str(s).strip()
+
+
+def _exact(s: Any) -> str:
+    return str(s)
 
 
 def _normalized(s: Any) -> str:
@@ -25,43 +50,63 @@ def _normalized(s: Any) -> str:
 
 
 def normalizer(match: str) -> Callable[[Any], str]:
+    """``strict`` (trimmed), ``exact`` (as written, IEPile's comparison) or ``normalized``."""
     from knowlm.errors import KnowlmError
 
-    if match == "strict":
-        return _strict
-    if match == "normalized":
-        return _normalized
-    raise KnowlmError(f"unknown match mode {match!r}; use strict or normalized")
+    modes = {"strict": _strict, "exact": _exact, "normalized": _normalized}
+    if match not in modes:
+        raise KnowlmError(f"unknown match mode {match!r}; use strict, exact or normalized")
+    return modes[match]
 
 
-def tuples(record: dict, norm: Callable[[Any], str]) -> dict[str, set[tuple]]:
-    """The scored tuple sets of one record; the last element of each tuple's key is its type for per-type tables."""
-    out: dict[str, set[tuple]] = {m: set() for m in MEASURES}
+def check_count(count: str) -> str:
+    from knowlm.errors import KnowlmError
+
+    if count not in COUNTS:
+        raise KnowlmError(f"unknown count mode {count!r}; use set or duplicates")
+    return count
+
+
+def record_task(record: dict) -> str | None:
+    """The knowlm task a record is about (``NER`` -> ``ner``), or None when it does not say."""
+    task = record.get("task")
+    if isinstance(task, str) and task.lower() in TASK_MEASURES:
+        return task.lower()
+    return None
+
+
+def tuples(record: dict, norm: Callable[[Any], str], task: str | None = None) -> dict[str, list[tuple]]:
+    """The scored tuples of one record, as written (a list per measure; duplicates kept for
+    ``count="duplicates"``). The second element of each tuple is its type for per-type tables."""
+    out: dict[str, list[tuple]] = {m: [] for m in MEASURES}
     if record.get("parse_error"):
         return out
     for e in record.get("entities") or []:
         if isinstance(e, dict) and e.get("text") is not None and e.get("type") is not None:
-            out["entity"].add((norm(e["text"]), norm(e["type"])))
+            out["entity"].append((norm(e["text"]), norm(e["type"])))
     for r in record.get("relations") or []:
         if not isinstance(r, dict):
             continue
         head, rel, tail = r.get("head", r.get("subject")), r.get("relation", r.get("predicate")), r.get("tail", r.get("object"))
         if head is None or rel is None or tail is None or is_na(rel):
             continue
-        out["relation"].add((norm(head), norm(rel), norm(tail)))
+        if task == "spo":  # the types are part of an SPO answer
+            out["relation"].append((norm(head), norm(rel), norm(tail), norm(r.get("head_type") or ""), norm(r.get("tail_type") or "")))
+        else:
+            out["relation"].append((norm(head), norm(rel), norm(tail)))
     for ev in record.get("events") or []:
         if not isinstance(ev, dict) or ev.get("trigger") is None or ev.get("type") is None:
             continue
         etype = norm(ev["type"])
-        out["event_trigger"].add((norm(ev["trigger"]), etype))
+        out["event_trigger"].append((norm(ev["trigger"]), etype))
         for a in ev.get("arguments") or []:
             if isinstance(a, dict) and a.get("text") is not None and a.get("role") is not None:
-                out["event_argument"].add((etype, norm(a["role"]), norm(a["text"])))
+                out["event_argument"].append((etype, norm(a["role"]), norm(a["text"])))
+    if task is not None:
+        for m in MEASURES:
+            if m not in TASK_MEASURES[task]:
+                out[m] = []
     return out
-
-
-def _type_of(measure: str, t: tuple) -> str:
-    return {"entity": t[1], "relation": t[1], "event_trigger": t[1], "event_argument": t[1]}[measure]
 
 
 def prf(tp: int, n_pred: int, n_gold: int) -> dict:
@@ -72,25 +117,33 @@ def prf(tp: int, n_pred: int, n_gold: int) -> dict:
 
 
 class _Counts:
-    def __init__(self) -> None:
+    def __init__(self, count: str) -> None:
+        self.count = count
+        self.texts = 0
         self.total = {m: [0, 0, 0] for m in MEASURES}  # tp, n_pred, n_gold
         self.per_type: dict[str, dict[str, list[int]]] = {m: {} for m in MEASURES}
 
-    def add(self, gold: dict[str, set], pred: dict[str, set]) -> None:
+    def add(self, gold: dict[str, list], pred: dict[str, list]) -> None:
+        self.texts += 1
         for m in MEASURES:
-            g, p = gold[m], pred[m]
-            hit = g & p
-            self.total[m][0] += len(hit)
-            self.total[m][1] += len(p)
-            self.total[m][2] += len(g)
+            gl, pl = gold[m], pred[m]
+            if not gl and not pl:
+                continue
+            if self.count == "set":
+                g, p = dict.fromkeys(gl, 1), dict.fromkeys(pl, 1)
+                hit = {t: 1 for t in g if t in p}
+            else:
+                g, p = Counter(gl), Counter(pl)
+                hit = g & p
             table = self.per_type[m]
             for bucket, index in ((hit, 0), (p, 1), (g, 2)):
-                for t in bucket:
-                    table.setdefault(_type_of(m, t), [0, 0, 0])[index] += 1
+                for t, n in bucket.items():
+                    self.total[m][index] += n
+                    table.setdefault(t[1], [0, 0, 0])[index] += n
 
-    def report(self, failures: int) -> dict:
+    def report(self, failures: int, measures: Iterable[str] = MEASURES) -> dict:
         out = {}
-        for m in MEASURES:
+        for m in measures:
             entry = prf(*self.total[m])
             entry["per_type"] = {k: prf(*v) for k, v in sorted(self.per_type[m].items())}
             entry["parse_failures"] = failures
@@ -98,13 +151,51 @@ class _Counts:
         return out
 
 
+def merge_predictions(pred: Iterable[dict]) -> tuple[list[dict], int]:
+    """Prediction records sharing an id merged into one (items concatenated in order, every
+    parse failure kept in ``parse_errors``; ``parse_error`` only when all of them failed), and
+    how many records were merged into an earlier one."""
+    merged: dict[str, dict] = {}
+    out: list[dict] = []
+    extra = 0
+    for p in pred:
+        if p.get("id") is None:
+            out.append(p)
+            continue
+        key = str(p["id"])
+        if key not in merged:
+            merged[key] = p
+            out.append(p)
+            continue
+        extra += 1
+        first = merged[key]
+        if "_members" not in first:
+            first["_members"] = [dict(first)]
+        first["_members"].append(p)
+    for i, p in enumerate(out):
+        members = p.pop("_members", None) if isinstance(p, dict) else None
+        if members:
+            out[i] = _merge(members)
+    return out, extra
+
+
+def _merge(members: list[dict]) -> dict:
+    record = {k: v for k, v in members[0].items() if k not in ("entities", "relations", "events", "parse_error", "parse_errors")}
+    for name in ("entities", "relations", "events"):
+        record[name] = [x for m in members if not m.get("parse_error") for x in (m.get(name) or [])]
+    reasons = [r for m in members for r in _failure_reasons(m)]
+    if reasons:
+        record["parse_errors"] = reasons
+    if all(m.get("parse_error") for m in members):
+        record["parse_error"] = str(members[0]["parse_error"])
+    record["merged_records"] = len(members)
+    return record
+
+
 def _pairs(gold: list[dict], pred: list[dict]) -> tuple[list[tuple[dict, dict]], int, int]:
     """(gold, pred) pairs; counts of gold records with no prediction and predictions with no gold."""
     if gold and all(g.get("id") is not None for g in gold):
-        by_id: dict[str, dict] = {}
-        for p in pred:
-            if p.get("id") is not None:
-                by_id.setdefault(str(p["id"]), p)
+        by_id = {str(p["id"]): p for p in pred if p.get("id") is not None}
         pairs = [(g, by_id.get(str(g["id"]), {"parse_error": "missing"})) for g in gold]
         gold_ids = {str(g["id"]) for g in gold}
         missing = sum(1 for g in gold if str(g["id"]) not in by_id)
@@ -122,34 +213,53 @@ def _failure_reasons(pred: dict) -> list[str]:
     return []
 
 
-def score(gold_records: Iterable[dict], pred_records: Iterable[dict], match: str = "strict") -> dict:
-    """The ``knowlm eval --report`` object: one entry per measure plus per-source scores and
+def score(gold_records: Iterable[dict], pred_records: Iterable[dict], match: str = "strict", count: str = "set") -> dict:
+    """The ``knowlm eval --report`` object: one entry per measure (counted per ``count``), the
+    totals under both counting modes (``by_count``), per-source and per-task scores, and
     parse-failure counts by reason."""
     norm = normalizer(match)
-    gold, pred = list(gold_records), list(pred_records)
+    check_count(count)
+    gold = list(gold_records)
+    pred, merged = merge_predictions(dict(p) for p in pred_records)
     pairs, missing, extra = _pairs(gold, pred)
-    overall = _Counts()
+    overall = {c: _Counts(c) for c in COUNTS}
     by_source: dict[str, _Counts] = {}
+    by_task: dict[str, _Counts] = {}
     reasons: dict[str, int] = {}
     failed_records = 0
     source_failures: dict[str, int] = {}
+    task_failures: dict[str, int] = {}
     for g, p in pairs:
-        gt, pt = tuples(g, norm), tuples(p, norm)
-        overall.add(gt, pt)
+        task = record_task(g) or record_task(p)
+        gt, pt = tuples(g, norm, task), tuples(p, norm, task)
+        for counts in overall.values():
+            counts.add(gt, pt)
         source = str(g.get("source") or "default")
-        by_source.setdefault(source, _Counts()).add(gt, pt)
+        by_source.setdefault(source, _Counts(count)).add(gt, pt)
+        if task is not None:
+            by_task.setdefault(task, _Counts(count)).add(gt, pt)
         why = _failure_reasons(p)
         for reason in why:
             reasons[reason] = reasons.get(reason, 0) + 1
         if p.get("parse_error"):
             failed_records += 1
             source_failures[source] = source_failures.get(source, 0) + 1
-    report = overall.report(failed_records)
+            if task is not None:
+                task_failures[task] = task_failures.get(task, 0) + 1
+    report = overall[count].report(failed_records)
+    report["count"] = count
+    report["by_count"] = {c: {m: prf(*overall[c].total[m]) for m in MEASURES} for c in COUNTS}
     report["per_source"] = {s: c.report(source_failures.get(s, 0)) for s, c in sorted(by_source.items())}
+    if by_task:
+        report["per_task"] = {
+            IEPILE_NAMES[t]: {**c.report(task_failures.get(t, 0), TASK_MEASURES[t]), "n_texts": c.texts}
+            for t, c in sorted(by_task.items(), key=lambda kv: list(TASK_MEASURES).index(kv[0]))
+        }
     report["parse_failures"] = {"total": failed_records, "by_reason": dict(sorted(reasons.items()))}
     report["n_texts"] = len(pairs)
     report["unmatched_predictions"] = extra
     report["missing_predictions"] = missing
+    report["merged_predictions"] = merged
     report["match"] = match
     return report
 

@@ -1,222 +1,35 @@
 """Model output -> IE record fragment, for any output a model may produce.
 
 Real models echo the prompt, chat before and after the answer, repeat the JSON, stop in the
-middle of it, use Chinese punctuation, answer ``head/tail`` instead of ``subject/object`` or
-invent types. :func:`parse_output` salvages what it can, notes every repair in
+middle of it, use Chinese punctuation, answer ``head/tail`` instead of ``subject/object``,
+invent types, or answer in one of the free-text formats they were tuned on (see
+:mod:`knowlm.ie.freetext`). :func:`parse_output` salvages what it can, notes every repair in
 ``parse_notes`` and, when nothing usable is left, sets ``parse_error`` to one reason from
-:data:`ERRORS`. It never raises on model output.
+:data:`ERRORS`. An explicit "nothing" (``NAN``, ``无``, an event whose trigger is ``NAN``) is an
+empty answer, not a failure. It never raises on model output.
 """
 
 from __future__ import annotations
 
-import ast
-import json
-import re
 import unicodedata
 from typing import Any
 
-from knowlm.ie.schema import EventType, Schema, make_schema
+from knowlm.ie.freetext import parse_free_text
+from knowlm.ie.jsonfind import find_json
+from knowlm.ie.schema import EventType, Schema, SpoType, make_schema
 
 ERRORS = ("empty", "no_json", "truncated", "not_an_object", "wrong_keys", "bad_values", "unknown_type", "no_tuples", "internal")
-NONE_WORDS = {"无", "没有", "无。", "none", "none.", "no", "n/a", "null", "[]", "{}", "nan", "空"}
 NAN_VALUES = {"nan", "none", "null", "", "无", "n/a", "-"}
-_ECHO_KEYS = {"instruction", "input", "schema"}
-_DECODER = json.JSONDecoder(strict=False)  # tolerate raw control characters in strings
-_FENCE = re.compile(r"```(?:json|JSON)?")
-TASK_FIELD = {"ner": "entities", "re": "relations", "ee": "events"}
+TASK_FIELD = {"ner": "entities", "re": "relations", "ee": "events", "eet": "events", "eea": "events", "spo": "relations"}
 
 
 def _norm(value: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
 
 
-# ---------------------------------------------------------------- JSON location and repair
-
-
-def _is_echo(obj: Any) -> bool:
-    return isinstance(obj, dict) and len(_ECHO_KEYS & set(obj)) >= 2
-
-
-def _close_truncated(s: str) -> str | None:
-    """Close a JSON object cut off mid-way: drop the unfinished string (a half span is wrong, not
-    partial), the dangling key or comma, and close the brackets. Tries the full text, then cuts
-    back to each earlier comma."""
-    stack: list[str] = []
-    in_str = escape = False
-    str_start = 0
-    cuts: list[tuple[int, list[str]]] = []  # (position, open brackets) at each comma outside strings
-    for i, ch in enumerate(s):
-        if in_str:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str, str_start = True, i
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]":
-            if stack:
-                stack.pop()
-        elif ch == ",":
-            cuts.append((i, list(stack)))
-    end = str_start if in_str else len(s)
-    for end, open_brackets in [(end, stack)] + list(reversed(cuts)):
-        body = s[:end].rstrip().rstrip(",:").rstrip()
-        candidate = body + "".join(reversed(open_brackets))
-        try:
-            obj = json.loads(candidate, strict=False)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            return candidate
-    return None
-
-
-_ZH_PUNCT = [
-    (re.compile(r"[“”„‟＂]"), '"'),
-    (re.compile(r'(["\]\}])\s*，'), r"\1,"),
-    (re.compile(r"，\s*([\"\[\{])"), r",\1"),
-    (re.compile(r'"\s*：'), '":'),
-    (re.compile(r"："), ":"),
-    (re.compile(r"[｛]"), "{"),
-    (re.compile(r"[｝]"), "}"),
-    (re.compile(r"[［【]"), "["),
-    (re.compile(r"[］】]"), "]"),
-]
-
-
-def _fix_punctuation(s: str) -> str:
-    for pattern, repl in _ZH_PUNCT:
-        s = pattern.sub(repl, s)
-    return s
-
-
-def _python_literal(s: str) -> Any:
-    try:
-        value = ast.literal_eval(s)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    return value if isinstance(value, (dict, list)) else None
-
-
-def find_json(output: str) -> tuple[Any, list[str], str | None]:
-    """The answer object in ``output``: (object or None, notes, error reason)."""
-    notes: list[str] = []
-    text = _FENCE.sub("", output)
-    start = 0
-    found: list[tuple[Any, int, int]] = []
-    while True:
-        pos = min([p for p in (text.find("{", start), text.find("[", start)) if p >= 0], default=-1)
-        if pos < 0:
-            break
-        try:
-            obj, end = _DECODER.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            if text[pos] == "{" and not found and not re.match(r'\{\s*"(instruction|schema|input)"', text[pos : pos + 40]):
-                break  # the answer starts here but is broken: repair it below, do not dig into its insides
-            start = pos + 1
-            continue
-        if _is_echo(obj):
-            notes.append("prompt_echo")
-        elif isinstance(obj, (dict, list)) and (isinstance(obj, dict) or _list_of_answers(obj)):
-            found.append((obj, pos, end))
-        start = end
-        if len(found) >= 2:
-            break
-    if found:
-        obj, pos, end = found[0]
-        if text[:pos].strip() and "prompt_echo" not in notes:
-            notes.append("leading_text")
-        rest = text[end:].strip()
-        if len(found) > 1 and found[1][0] == obj:
-            notes.append("repeated_json")
-        elif rest:
-            notes.append("trailing_text")
-        return obj, notes, None
-    # Nothing decodes as is: repair from the first brace after any echo.
-    brace = _answer_start(text, start)
-    if brace < 0:
-        fixed = _fix_punctuation(text)
-        if "{" in fixed and fixed != text:
-            brace = _answer_start(fixed, start)
-            text = fixed
-            notes.append("repaired_punctuation")
-        if brace < 0:
-            return None, notes, "no_json"
-    tail = text[brace:]
-    if text[:brace].strip() and "prompt_echo" not in notes:
-        notes.append("leading_text")
-    for repair, note in ((lambda s: s, None), (_fix_punctuation, "repaired_punctuation")):
-        candidate = repair(tail)
-        try:
-            obj, end = _DECODER.raw_decode(candidate)
-            if note:
-                notes.append(note)
-            if candidate[end:].strip():
-                notes.append("trailing_text")
-            return obj, notes, None
-        except json.JSONDecodeError:
-            pass
-        no_commas = re.sub(r",\s*([\]\}])", r"\1", candidate)
-        try:
-            obj, _ = _DECODER.raw_decode(no_commas)
-            notes.append("trailing_comma")
-            return obj, notes, None
-        except json.JSONDecodeError:
-            pass
-        literal = _python_literal(_balanced(candidate))
-        if literal is not None:
-            notes.append("python_literal")
-            return literal, notes, None
-        closed = _close_truncated(no_commas)
-        if closed is not None:
-            notes.append("repaired_truncated")
-            if note:
-                notes.append(note)
-            return json.loads(closed, strict=False), notes, None
-    return None, notes, "truncated"
-
-
-def _answer_start(text: str, start: int = 0) -> int:
-    """Index of the first ``{`` from ``start`` that starts something other than a prompt echo."""
-    pos = text.find("{", start)
-    while pos >= 0:
-        head = text[pos : pos + 40]
-        if not re.match(r'\{\s*"(instruction|schema|input)"', head):
-            return pos
-        nxt = text.find("{", pos + 1)
-        pos = nxt
-    return -1
-
-
-def _balanced(s: str) -> str:
-    """Prefix of ``s`` up to the bracket that closes the first one (for literal_eval)."""
-    depth = 0
-    quote = None
-    for i, ch in enumerate(s):
-        if quote:
-            if ch == quote and s[i - 1] != "\\":
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return s[: i + 1]
-    return s
-
-
-def _list_of_answers(obj: list) -> bool:
-    return bool(obj) and all(isinstance(x, dict) for x in obj)
-
-
 # ---------------------------------------------------------------- JSON answer -> items
+
+_TEXT_KEYS = ("text", "entity", "name", "mention", "trigger", "event_trigger")
 
 
 def _texts(value: Any, notes: list[str]) -> list[str]:
@@ -233,7 +46,7 @@ def _texts(value: Any, notes: list[str]) -> list[str]:
     out = []
     for item in value:
         if isinstance(item, dict):
-            item = item.get("text", item.get("entity", item.get("name", item.get("mention"))))
+            item = next((item[k] for k in _TEXT_KEYS if k in item), None)
         if isinstance(item, (int, float)) and not isinstance(item, bool):
             item = str(item)
         if not isinstance(item, str):
@@ -261,7 +74,7 @@ def _match_keys(obj: dict, names: list[str], notes: list[str]) -> dict[str, Any]
         notes.append(f"unknown_keys:{unknown}")
     if obj and not mapped:
         return None
-    missing = sum(1 for n in names if n not in mapped)
+    missing = sum(1 for n in dict.fromkeys(names) if n not in mapped)
     if missing and mapped:
         notes.append(f"missing_keys:{missing}")
     return mapped
@@ -292,6 +105,17 @@ def _pair(item: Any, fields_seen: set[str]) -> tuple[str, str] | None:
     return h.strip(), t.strip()
 
 
+def _spo_types(schema: Schema, predicate: str, item: Any) -> tuple[str, str]:
+    """Subject/object types of an SPO answer: the answer's own when it names a schema signature, else the first one."""
+    signatures = [s for s in schema.items if isinstance(s, SpoType) and s.predicate == predicate]
+    if isinstance(item, dict):
+        given = (item.get("subject_type"), item.get("object_type"))
+        for s in signatures:
+            if given == (s.subject_type, s.object_type):
+                return given
+    return (signatures[0].subject_type, signatures[0].object_type) if signatures else ("", "")
+
+
 def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], str | None]:
     names = schema.names()
     if isinstance(obj, list):  # a flat list of items instead of an object keyed by schema
@@ -306,13 +130,13 @@ def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], 
         return [], "wrong_keys"
     items: list[dict] = []
     bad = 0
-    if schema.task == "ner":
-        for name in names:
+    if schema.task in ("ner", "eet"):
+        for name in dict.fromkeys(names):
             for text in _texts(mapped.get(name), notes):
-                items.append({"text": text, "type": name})
-    elif schema.task == "re":
+                items.append({"text": text, "type": name} if schema.task == "ner" else {"trigger": text, "type": name, "arguments": []})
+    elif schema.task in ("re", "spo"):
         fields_seen: set[str] = set()
-        for name in names:
+        for name in dict.fromkeys(names):
             value = mapped.get(name)
             if value is None or (isinstance(value, str) and value.strip().lower() in NAN_VALUES):
                 continue
@@ -321,7 +145,10 @@ def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], 
                 if pair is None:
                     bad += 1
                     continue
-                items.append({"head": pair[0], "relation": name, "tail": pair[1]})
+                rel = {"head": pair[0], "relation": name, "tail": pair[1]}
+                if schema.task == "spo":
+                    rel["head_type"], rel["tail_type"] = _spo_types(schema, name, item)
+                items.append(rel)
         notes.extend(f"fields:{f}" for f in sorted(fields_seen))
     else:
         for item in schema.items:
@@ -329,11 +156,11 @@ def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], 
             if value is None or isinstance(value, str):
                 continue
             for event in value if isinstance(value, list) else [value]:
-                parsed = _event(event, item, notes)
+                parsed = _event(event, item, schema.task, notes)
                 if parsed is None:
                     bad += 1
-                    continue
-                items.append(parsed)
+                elif parsed:
+                    items.append(parsed)
     if bad:
         notes.append(f"bad_items_dropped:{bad}")
     if bad and not items and _only_bad(mapped):
@@ -346,15 +173,21 @@ def _only_bad(mapped: dict) -> bool:
     return any(v not in (None, [], "") for v in mapped.values())
 
 
-def _event(event: Any, item: EventType, notes: list[str]) -> dict | None:
+def _event(event: Any, item: EventType, task: str, notes: list[str]) -> dict | None:
+    """One event of type ``item``; None when unusable, ``{}`` when it says "no event" (a NAN trigger, no argument).
+
+    EE answers ``{"trigger", "arguments": {role: text}}``; EEA answers (IEPile) the arguments dict
+    itself, ``{role: text}``, the trigger being given in the prompt."""
     if not isinstance(event, dict):
         return None
-    trigger = event.get("trigger", event.get("触发词"))
-    if isinstance(trigger, list) and trigger:
-        trigger = trigger[0]
-    if not isinstance(trigger, str) or trigger.strip().lower() in NAN_VALUES:
-        return None
-    raw_args = event.get("arguments", event.get("args", event.get("论元", {})))
+    trigger = event.get("trigger", event.get("event_trigger", event.get("触发词")))
+    if isinstance(trigger, list):
+        trigger = trigger[0] if trigger else None
+    raw_args = event.get("arguments", event.get("args", event.get("论元")))
+    if task == "eea" and raw_args is None:
+        raw_args = {k: v for k, v in event.items() if k not in ("trigger", "event_trigger", "触发词")}
+        if trigger is None and len(item.triggers) == 1:
+            trigger = item.triggers[0]
     pairs: list[tuple[str, Any]] = []
     if isinstance(raw_args, dict):
         pairs = list(raw_args.items())
@@ -370,6 +203,17 @@ def _event(event: Any, item: EventType, notes: list[str]) -> dict | None:
             continue
         for text in _texts(value, notes):
             arguments.append({"text": text, "role": str(role)})
+    if isinstance(trigger, str) and trigger.strip().lower() in NAN_VALUES:
+        trigger = ""  # no trigger: IEPile writes NAN for events the text names only by their arguments
+    if task == "eea":
+        if not arguments:
+            return {}  # IEPile: an event with no argument found is no answer
+        trigger = trigger if isinstance(trigger, str) else ""
+    elif not isinstance(trigger, str):
+        return None
+    elif not trigger.strip() and not arguments:
+        notes.append("nan_event")
+        return {}
     return {"trigger": trigger.strip(), "type": item.name, "arguments": arguments}
 
 
@@ -386,84 +230,6 @@ def _regroup_list(items: list, schema: Schema) -> dict | None:
     return grouped
 
 
-# ---------------------------------------------------------------- free-text (KnowLM) style
-
-_TUPLE = re.compile(r"[\(（]([^()（）\n]*)[\)）]")
-_SEP = re.compile(r"\s*[,，]\s*")
-
-
-def _split_suffix(content: str, names: list[str]) -> tuple[str, str] | None:
-    """``"浙江大学,组织机构"`` -> ("浙江大学", "组织机构") when the suffix is a schema name."""
-    for name in sorted(names, key=len, reverse=True):
-        m = re.search(r"\s*[,，]\s*" + re.escape(name) + r"\s*$", content)
-        if m:
-            return content[: m.start()].strip(), name
-    return None
-
-
-def _split_middle(content: str, names: list[str]) -> tuple[str, str, str] | None:
-    for name in sorted(names, key=len, reverse=True):
-        m = re.search(r"\s*[,，]\s*" + re.escape(name) + r"\s*[,，]\s*", content)
-        if m:
-            return content[: m.start()].strip(), name, content[m.end() :].strip()
-    return None
-
-
-def _from_text(output: str, schema: Schema, notes: list[str]) -> tuple[list[dict], str | None]:
-    stripped = output.strip().strip("。.").strip()
-    if stripped.lower() in NONE_WORDS or stripped in NONE_WORDS:
-        return [], None
-    names = schema.names()
-    items: list[dict] = []
-    seen_tuples = unknown = 0
-    if schema.task == "ee":
-        for line in re.split(r"\n|\)\s*[;；]\s*\(", output):
-            m = re.search(r"[\(（](.*?)[,，]?\s*[\[【](.*)[\]】]\s*[\)）]", line)
-            if not m:
-                m2 = _TUPLE.search(line)
-                if not m2:
-                    continue
-                head, args_part = m2.group(1), ""
-            else:
-                head, args_part = m.group(1), m.group(2)
-            seen_tuples += 1
-            split = _split_suffix(head.rstrip(",， "), names)
-            if split is None:
-                unknown += 1
-                continue
-            trigger, etype = split
-            roles = list(schema.roles(etype))
-            arguments = []
-            for inner in _TUPLE.findall(args_part):
-                pair = _split_suffix(inner, roles) if roles else tuple(_SEP.split(inner, maxsplit=1))
-                if pair and len(pair) == 2 and pair[0] and pair[0].lower() not in NAN_VALUES:
-                    arguments.append({"text": pair[0], "role": pair[1]})
-            if trigger:
-                items.append({"trigger": trigger, "type": etype, "arguments": arguments})
-    else:
-        for content in _TUPLE.findall(output):
-            seen_tuples += 1
-            if schema.task == "ner":
-                split = _split_suffix(content, names)
-                if split is None or not split[0]:
-                    unknown += 1
-                    continue
-                items.append({"text": split[0], "type": split[1]})
-            else:
-                triple = _split_middle(content, names)
-                if triple is None or not triple[0] or not triple[2]:
-                    unknown += 1
-                    continue
-                items.append({"head": triple[0], "relation": triple[1], "tail": triple[2]})
-    if unknown:
-        notes.append(f"unknown_type_dropped:{unknown}")
-    if not seen_tuples:
-        return [], "no_tuples"
-    if not items and unknown:
-        return [], "unknown_type"
-    return items, None
-
-
 # ---------------------------------------------------------------- grounding in the text
 
 
@@ -471,14 +237,14 @@ def _occurs(span: str, text: str, norm_text: str) -> bool:
     return span in text or _norm(span) in norm_text
 
 
-def _ground(items: list[dict], task: str, text: str, notes: list[str], drop: bool) -> list[dict]:
+def _ground(items: list[dict], field: str, text: str, notes: list[str], drop: bool) -> list[dict]:
     """Drop spans not in ``text`` (hallucinations) and add offsets to entities."""
     norm_text = _norm(text)
     kept, dropped = [], 0
     for item in items:
-        if task == "ner":
+        if field == "entities":
             ok = _occurs(item["text"], text, norm_text)
-        elif task == "re":
+        elif field == "relations":
             ok = _occurs(item["head"], text, norm_text) and _occurs(item["tail"], text, norm_text)
         else:
             ok = _occurs(item["trigger"], text, norm_text)
@@ -489,7 +255,7 @@ def _ground(items: list[dict], task: str, text: str, notes: list[str], drop: boo
         if not ok and drop:
             dropped += 1
             continue
-        if task == "ner":
+        if field == "entities":
             index = text.find(item["text"])
             if index >= 0:
                 item["start"], item["end"] = index, index + len(item["text"])
@@ -499,13 +265,39 @@ def _ground(items: list[dict], task: str, text: str, notes: list[str], drop: boo
     return kept
 
 
-def _dedup(items: list[dict], task: str) -> list[dict]:
+def _dedup(items: list[dict], field: str) -> list[dict]:
     from knowlm.ie.records import dedup, entity_key, event_key, relation_key
 
-    return dedup(items, {"ner": entity_key, "re": relation_key, "ee": event_key}[task])
+    return dedup(items, {"entities": entity_key, "relations": relation_key, "events": event_key}[field])
 
 
 # ---------------------------------------------------------------- entry point
+
+
+def _parse(output: str, schema: Schema, style: str, notes: list[str]) -> tuple[list[dict], str | None]:
+    """Items and error reason; a JSON-style model may answer in tuples and a tuple-style one in JSON."""
+    if style == "json":
+        obj, json_notes, error = find_json(output)
+        notes.extend(json_notes)
+        items: list[dict] = []
+        if error is None:
+            items, error = _from_json(obj, schema, notes)
+        if error in ("no_json", "wrong_keys", "not_an_object", "truncated"):
+            text_notes: list[str] = []
+            text_items, text_error, answered = parse_free_text(output, schema, text_notes)
+            if text_error is None and answered:
+                notes.extend(text_notes + ["free_text_answer"])
+                return text_items, None
+        return items, error
+    items, error, _ = parse_free_text(output, schema, notes)
+    if error == "no_tuples":
+        obj, json_notes, json_error = find_json(output)
+        if json_error is None:
+            json_items, json_error = _from_json(obj, schema, json_notes)
+            if json_error is None:
+                notes.extend(json_notes + ["json_answer"])
+                return json_items, None
+    return items, error
 
 
 def parse_output(
@@ -513,7 +305,9 @@ def parse_output(
 ) -> dict:
     """An IE record fragment ``{"entities"|"relations"|"events": [...]}`` read from ``output``.
 
-    ``parse_notes`` lists repairs (``trailing_text``, ``repaired_truncated``, ``fields:head/tail``, …);
+    ``task``: ner, re, ee, eet (event types and triggers), eea (arguments of given event types)
+    or spo (relations with typed subject and object). ``parse_notes`` lists repairs
+    (``trailing_text``, ``repaired_truncated``, ``fields:head/tail``, ``free_text_answer``…);
     ``parse_error`` is set (and the list empty) when nothing usable was found. With ``text``,
     spans that do not occur in it are dropped (unless ``drop_hallucinated=False``) and entities
     get ``start``/``end``. Schema or task errors (the caller's) raise KnowlmError; model output never raises.
@@ -526,31 +320,16 @@ def parse_output(
             output = "" if output is None else str(output)
         if not output.strip():
             return {field: [], "parse_error": "empty", "parse_notes": notes}
-        if style == "json":
-            obj, notes, error = find_json(output)
-            if error is None:
-                items, error = _from_json(obj, schema, notes)
-            else:
-                items = []
-            if error in ("no_json",):  # a JSON-style model may still answer in tuples
-                text_items, text_error = _from_text(output, schema, [])
-                if text_error is None and text_items:
-                    items, error = text_items, None
-                    notes.append("free_text_answer")
-        else:
-            items, error = _from_text(output, schema, notes)
-            if error == "no_tuples":  # a tuple-style model may still answer in JSON
-                obj, json_notes, json_error = find_json(output)
-                if json_error is None:
-                    json_items, json_error = _from_json(obj, schema, json_notes)
-                    if json_error is None:
-                        items, error = json_items, None
-                        notes.extend(json_notes + ["json_answer"])
+        items, error = _parse(output, schema, style, notes)
         if error is not None:
             return {field: [], "parse_error": error, "parse_notes": notes}
-        items = _dedup(items, schema.task)
+        if schema.task == "spo":  # a free-text SPO answer takes its types from the schema signature
+            for rel in items:
+                if "head_type" not in rel:
+                    rel["head_type"], rel["tail_type"] = _spo_types(schema, rel["relation"], None)
+        items = _dedup(items, field)
         if text is not None:
-            items = _ground(items, schema.task, text, notes, drop_hallucinated)
+            items = _ground(items, field, text, notes, drop_hallucinated)
         return {field: items, "parse_notes": notes}
     except Exception as exc:  # noqa: BLE001 - the contract: model output never raises
         return {field: [], "parse_error": "internal", "parse_notes": notes + [f"{type(exc).__name__}: {exc}"[:200]]}

@@ -1,7 +1,10 @@
 """Extraction schemas and schema batching.
 
-A schema says what to extract: entity types (NER), relation names (RE) or event types with
-their roles (EE). Large schemas are split into batches of ``split_num`` items so one prompt
+A schema says what to extract: entity types (NER), relation names (RE), event types with
+their roles (EE), and the task shapes OneKE-style models are tuned for besides: event types
+only (EET, detect triggers), arguments given the event type (EEA) and relations whose subject
+and object types are part of the schema item (SPO, IEPile's ``{subject_type, predicate,
+object_type}``). Large schemas are split into batches of ``split_num`` items so one prompt
 never lists hundreds of types (IEPile's recipe); order is always the caller's order, never a
 set's or a hash's, so the same input gives the same prompts on every run.
 """
@@ -16,8 +19,10 @@ from typing import Any, Iterable, Sequence
 
 from knowlm.errors import KnowlmError
 
-TASKS = ("ner", "re", "ee")
-DEFAULT_SPLIT_NUM = {"ner": 6, "re": 4, "ee": 4}
+TASKS = ("ner", "re", "ee", "eet", "eea", "spo")
+DEFAULT_SPLIT_NUM = {"ner": 6, "re": 4, "ee": 4, "eet": 4, "eea": 4, "spo": 4}  # IEPile's recommended split_num
+EVENT_TASKS = ("ee", "eet", "eea")
+ROLE_TASKS = ("ee", "eea")  # schema items are EventType with roles
 
 
 @dataclass(frozen=True)
@@ -26,9 +31,32 @@ class EventType:
 
     name: str
     roles: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()  # EEA: the triggers the prompt gives (IEPile train files list them)
+
+    def to_json(self, task: str = "ee") -> dict:
+        if task == "eea":  # IEPile's EEA schema item: no trigger flag, the given triggers when known
+            out: dict = {"event_type": self.name}
+            if self.triggers:
+                out["trigger"] = list(self.triggers)
+            out["arguments"] = list(self.roles)
+            return out
+        return {"event_type": self.name, "trigger": True, "arguments": list(self.roles)}
+
+
+@dataclass(frozen=True)
+class SpoType:
+    """One SPO schema item: a predicate with the types of its subject and object."""
+
+    subject_type: str
+    predicate: str
+    object_type: str
+
+    @property
+    def name(self) -> str:
+        return self.predicate
 
     def to_json(self) -> dict:
-        return {"event_type": self.name, "trigger": True, "arguments": list(self.roles)}
+        return {"subject_type": self.subject_type, "predicate": self.predicate, "object_type": self.object_type}
 
 
 @dataclass
@@ -60,20 +88,41 @@ class Schema:
                 return item.roles
         return ()
 
+    def item(self, name: str):
+        """The first schema item called ``name`` (None when there is none)."""
+        for item in self.items:
+            if item_name(item) == name:
+                return item
+        return None
+
     def to_json(self) -> list:
-        """The IEPile form used in prompts: names for NER/RE, event dicts for EE."""
-        return [i.to_json() if isinstance(i, EventType) else i for i in self.items]
+        """The IEPile form used in prompts: names for NER/RE/EET, event dicts for EE/EEA, SPO dicts."""
+        out: list = []
+        for i in self.items:
+            if isinstance(i, EventType):
+                out.append(i.to_json(self.task))
+            elif isinstance(i, SpoType):
+                out.append(i.to_json())
+            else:
+                out.append(i)
+        return out
 
 
 def item_name(item: Any) -> str:
-    if isinstance(item, EventType):
+    if isinstance(item, (EventType, SpoType)):
         return item.name
     if isinstance(item, dict):
-        return str(item.get("event_type") or item.get("name") or "")
+        return str(item.get("event_type") or item.get("predicate") or item.get("name") or "")
     return str(item)
 
 
+def _item_key(item: Any) -> Any:
+    """What makes two schema items the same (an SPO item is its whole signature)."""
+    return item if isinstance(item, SpoType) else item_name(item)
+
+
 def check_task(task: str) -> str:
+    """A knowlm task name; IEPile's upper-case names (``NER``, ``EET``...) are accepted."""
     task = (task or "").lower()
     if task not in TASKS:
         raise KnowlmError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
@@ -92,8 +141,25 @@ def _event_type(raw: Any, where: str) -> EventType:
             roles = list(roles)
         if not name or not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise KnowlmError(f"{where}: an EE schema item needs 'event_type' and a list of 'arguments' (roles)")
-        return EventType(str(name), tuple(dict.fromkeys(roles)))
+        triggers = raw.get("trigger")
+        triggers = [triggers] if isinstance(triggers, str) else triggers if isinstance(triggers, list) else []
+        return EventType(str(name), tuple(dict.fromkeys(roles)), tuple(t for t in triggers if isinstance(t, str) and t))
     raise KnowlmError(f"{where}: bad EE schema item {raw!r}")
+
+
+def _spo_type(raw: Any, where: str) -> SpoType:
+    if isinstance(raw, SpoType):
+        return raw
+    if isinstance(raw, dict):
+        predicate = raw.get("predicate") or raw.get("relation")
+        subject_type = raw.get("subject_type", raw.get("head_type", ""))
+        object_type = raw.get("object_type", raw.get("tail_type", ""))
+        if isinstance(predicate, str) and predicate and isinstance(subject_type, str) and isinstance(object_type, str):
+            return SpoType(subject_type, predicate, object_type)
+    if isinstance(raw, str) and raw.count("_") >= 2:  # IEPile's schema.json form "人物_国籍_国家"
+        head, *middle, tail = raw.split("_")
+        return SpoType(head, "_".join(middle), tail)
+    raise KnowlmError(f"{where}: an SPO schema item needs 'subject_type', 'predicate' and 'object_type', got {raw!r}")
 
 
 def make_schema(task: str, raw: Any, where: str = "schema") -> Schema:
@@ -115,18 +181,22 @@ def make_schema(task: str, raw: Any, where: str = "schema") -> Schema:
         schema.descriptions = dict(raw.get("descriptions") or {})
         raw = raw.get("items") or raw.get("schema") or raw.get("types") or raw.get("relations") or raw.get("events")
     if isinstance(raw, dict):  # {name: description} or EE {event_type: [roles]}
-        if task == "ee":
+        if task in ROLE_TASKS:
             items = [{"event_type": k, "arguments": v if isinstance(v, list) else []} for k, v in raw.items()]
         else:
             items = list(raw)
             schema.descriptions.update({k: str(v) for k, v in raw.items() if isinstance(v, str) and v})
         raw = items
     if not isinstance(raw, list) or not raw:
-        raise KnowlmError(f"{where}: expected a non-empty list of {'event types' if task == 'ee' else 'type names'}")
-    seen: set[str] = set()
+        raise KnowlmError(f"{where}: expected a non-empty list of {'event types' if task in EVENT_TASKS else 'type names'}")
+    seen: set = set()
     for entry in raw:
-        if task == "ee":
+        if task in ROLE_TASKS:
             item: Any = _event_type(entry, where)
+        elif task == "spo":
+            item = _spo_type(entry, where)
+        elif task == "eet" and isinstance(entry, (dict, EventType)):  # an EE schema reused for EET: the type names
+            item = _event_type(entry, where).name
         elif isinstance(entry, dict):  # RE with types: {"relation": ..., "head_type": ..., "tail_type": ...}
             item = entry.get("relation") or entry.get("name") or entry.get("type")
             if not item:
@@ -139,10 +209,10 @@ def make_schema(task: str, raw: Any, where: str = "schema") -> Schema:
             item = entry.strip()
         else:
             raise KnowlmError(f"{where}: schema items must be non-empty strings, got {entry!r}")
-        name = item_name(item)
-        if name in seen:
+        key = _item_key(item)
+        if key in seen:
             continue
-        seen.add(name)
+        seen.add(key)
         schema.items.append(item)
     return schema
 

@@ -1,6 +1,7 @@
-"""Generation: batched engine, decoding presets, interactive chat and batch case runner."""
+"""Generation: the TextGenerator seam and its factory, batched engine, decoding presets, chat and batch cases."""
 
-from knowlm.infer.decoding import PRESETS, DecodingParams, preset
-from knowlm.infer.engine import Generation, Generator
+from knowlm.decoding import PRESETS, DecodingParams, preset
+from knowlm.infer.engine import Generator
+from knowlm.infer.generator import Generation, TextGenerator, load_generator
 
-__all__ = ["DecodingParams", "PRESETS", "preset", "Generation", "Generator"]
+__all__ = ["TextGenerator", "load_generator", "DecodingParams", "PRESETS", "preset", "Generation", "Generator"]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator, Protocol
 
 from knowlm.errors import KnowlmError
-from knowlm.infer.decoding import DecodingParams
-from knowlm.infer.engine import Generation
+from knowlm.decoding import DecodingParams
+from knowlm.infer.generator import Generation
 
 
 class BackendError(KnowlmError):
@@ -159,6 +159,7 @@ class Backend(Protocol):
     tokenizer: Any
     adapters: list[str]
     max_context: int
+    vocab_size: int
 
     def start(self) -> None: ...
 

@@ -38,8 +38,9 @@ from knowlm.infer.backends import (
     QueueFullError,
     RequestHandle,
 )
-from knowlm.infer.decoding import DecodingParams
+from knowlm.decoding import DecodingParams
 from knowlm.infer.engine import cut_at_stop
+from knowlm.models.loading import prepare_tokenizer
 
 log = logging.getLogger("knowlm.infer.batching")
 
@@ -89,12 +90,12 @@ class BatchingEngine:
             raise KnowlmError("max_batch_size must be >= 1")
         self.adapter_paths = dict(adapter_paths or {})
         self.adapters = list(self.adapter_paths)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+        prepare_tokenizer(tokenizer)
         self.pad_id = tokenizer.pad_token_id
         self.eos_ids = self._eos_ids()
         self._byte_ids = _byte_token_ids(tokenizer)
         self.max_context = int(self.config.max_context or getattr(model.config, "max_position_embeddings", 2048))
+        self.vocab_size = int(getattr(model.config, "vocab_size", None) or len(tokenizer))
         self._is_peft = hasattr(model, "disable_adapter") and hasattr(model, "set_adapter")
         self._peft_current: str | None = None
         self._tok_lock = threading.Lock()
@@ -137,11 +138,9 @@ class BatchingEngine:
             if not (Path(path).expanduser() / "adapter_config.json").is_file():
                 raise KnowlmError(f"adapter {name}: {path} is not a PEFT adapter directory (no adapter_config.json)")
         lm, tokenizer = load(model, dtype=dtype, device=device)
-        template = lm.knowlm_template
         adapters = dict(adapters or {})
         if adapters:
             lm = _load_adapters(lm, adapters)
-            lm.knowlm_template = template
         unknown = set(config) - set(EngineConfig.__dataclass_fields__)
         if unknown:
             raise KnowlmError(f"unknown engine option(s): {', '.join(sorted(unknown))}")

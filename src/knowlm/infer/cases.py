@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from knowlm.errors import KnowlmError
-from knowlm.infer.decoding import DecodingParams
-from knowlm.infer.engine import Generator
+from knowlm.decoding import DecodingParams
+from knowlm.infer.generator import TextGenerator
 from knowlm.utils.jsonl import open_text, write_jsonl
 
 
@@ -63,7 +63,7 @@ def _parse_case(raw: Any, defaults: DecodingParams, where: str, index: int) -> C
     return Case(str(raw.get("id", index)), instruction, input_text, raw.get("system"), params)
 
 
-def run_cases(generator: Generator, cases: list[Case], batch_size: int = 16, progress: bool = True) -> list[dict]:
+def run_cases(generator: TextGenerator, cases: list[Case], batch_size: int = 16, progress: bool = True) -> list[dict]:
     """Generate every case; cases with equal parameters share batches. Results in input order."""
     groups: dict[str, list[int]] = {}
     for index, case in enumerate(cases):
@@ -86,7 +86,7 @@ def run_cases(generator: Generator, cases: list[Case], batch_size: int = 16, pro
     return results  # type: ignore[return-value]
 
 
-def run_cases_file(generator: Generator, cases_path: str | Path, output: str | Path, defaults: DecodingParams, batch_size: int = 16) -> list[dict]:
+def run_cases_file(generator: TextGenerator, cases_path: str | Path, output: str | Path, defaults: DecodingParams, batch_size: int = 16) -> list[dict]:
     results = run_cases(generator, read_cases(cases_path, defaults), batch_size)
     write_jsonl(output, results)
     return results

@@ -15,8 +15,8 @@ import json
 from typing import TextIO
 
 from knowlm.errors import KnowlmError
-from knowlm.infer.decoding import DecodingParams, preset
-from knowlm.infer.engine import Generator
+from knowlm.decoding import DecodingParams, preset
+from knowlm.infer.generator import TextGenerator
 
 HELP = __doc__.split("\n\n")[1]
 
@@ -24,7 +24,7 @@ HELP = __doc__.split("\n\n")[1]
 class ChatSession:
     """One conversation: history (for instruction models) plus mutable decoding parameters."""
 
-    def __init__(self, generator: Generator, params: DecodingParams, system: str | None = None, keep_history: bool = True):
+    def __init__(self, generator: TextGenerator, params: DecodingParams, system: str | None = None, keep_history: bool = True):
         self.generator = generator
         self.params = params
         self.system = system

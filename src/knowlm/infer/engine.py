@@ -8,21 +8,10 @@ prompt (the extraction layer uses it for schema-constrained JSON).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
-from knowlm.infer.decoding import DecodingParams
-
-# Called with the indices (into the caller's prompt list) of one batch; returns logits processors for it.
-ProcessorFactory = Callable[[Sequence[int]], list]
-
-
-@dataclass
-class Generation:
-    text: str
-    num_tokens: int  # generated tokens, EOS excluded
-    finish_reason: str  # "stop" (EOS or stop string) or "length"
-    prompt_tokens: int = 0
+from knowlm.decoding import DecodingParams
+from knowlm.infer.generator import Generation, ProcessorFactory, TemplatePrompts
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -31,25 +20,29 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class Generator:
-    """Generation front end shared by the CLI, case runner, extraction and evaluation."""
+class Generator(TemplatePrompts):
+    """The Hugging Face :class:`~knowlm.infer.generator.TextGenerator`: shared by the CLI, case runner,
+    extraction and evaluation. Build it with :func:`knowlm.infer.load_generator`, which resolves the
+    template; handed a model directly, it uses the template :func:`knowlm.models.load` recorded.
+
+    The tokenizer's padding side is never changed: batches are left-padded per call, so callers that
+    share the tokenizer and pad it differently (training, editing) are not affected.
+    """
 
     def __init__(self, model, tokenizer, template: str | None = None):
+        from knowlm.models.loading import prepare_tokenizer
+        from knowlm.models.templates import DEFAULT_TEMPLATE, get
+
         self.model = model
-        self.tokenizer = tokenizer
-        self.template = template or getattr(model, "knowlm_template", None) or "alpaca"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-        tokenizer.padding_side = "left"
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.template = get(template or getattr(model, "knowlm_template", None) or DEFAULT_TEMPLATE).name
+        config = getattr(model, "config", None)
+        self.max_context = int(getattr(config, "max_position_embeddings", None) or 2048)
+        self.vocab_size = int(getattr(config, "vocab_size", None) or len(tokenizer))
 
     @property
     def device(self):
         return next(self.model.parameters()).device
-
-    def prompt(self, instruction: str, input: str = "", system: str | None = None, history=()) -> str:
-        from knowlm.models.templates import render
-
-        return render(self.template, instruction, input, system, history, tokenizer=self.tokenizer)
 
     def generate(
         self,
@@ -81,7 +74,7 @@ class Generator:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
         eos = self.tokenizer.eos_token_id
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,

@@ -31,7 +31,7 @@ from knowlm.infer.backends import (
     QueueFullError,
     RequestHandle,
 )
-from knowlm.infer.decoding import DecodingParams
+from knowlm.decoding import DecodingParams
 
 
 def _require_vllm():
@@ -67,10 +67,12 @@ def sampling_params(p: DecodingParams):
 class VllmEngine:
     """Backend over ``vllm.AsyncLLMEngine``; see the module docstring."""
 
-    def __init__(self, engine, tokenizer, max_context: int, adapter_paths: dict[str, str] | None = None, max_inflight: int = 272, loop=None, thread=None):
+    def __init__(self, engine, tokenizer, max_context: int, adapter_paths: dict[str, str] | None = None, max_inflight: int = 272,
+                 loop=None, thread=None, vocab_size: int | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
         self.max_context = max_context
+        self.vocab_size = int(vocab_size or len(tokenizer))
         self.adapter_paths = dict(adapter_paths or {})
         self.adapters = list(self.adapter_paths)
         self.max_inflight = max_inflight
@@ -133,8 +135,10 @@ class VllmEngine:
             raise KnowlmError(f"vLLM could not start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         from transformers import AutoConfig
 
-        context = int(getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", 2048))
-        return cls(engine, load_tokenizer(path), context, adapters, max_inflight=max_batch_size + max_waiting, loop=loop, thread=thread)
+        config = AutoConfig.from_pretrained(path)
+        context = int(getattr(config, "max_position_embeddings", 2048))
+        return cls(engine, load_tokenizer(path), context, adapters, max_inflight=max_batch_size + max_waiting, loop=loop, thread=thread,
+                   vocab_size=getattr(config, "vocab_size", None))
 
     # -- Backend interface ------------------------------------------------------------------
     def start(self) -> "VllmEngine":

@@ -173,24 +173,26 @@ class EndpointLLM:
 
 
 class LocalLLM:
-    """A local model through the project's batched engine; ``chat`` wraps prompts in its template."""
+    """A local model through the project's batched engine; ``chat`` wraps prompts in its template.
+
+    ``generator``: an already-built :class:`knowlm.infer.TextGenerator` (tests, library callers);
+    otherwise ``model`` (+ ``adapter``, ``template``) is loaded with ``knowlm.infer.load_generator``.
+    """
 
     def __init__(self, model: str, adapter: str | None = None, template: str | None = None, mode: str = "chat",
-                 batch_size: int = 8, dtype: str = "auto", device: str = "auto", loaded=None):
-        from knowlm.infer import Generator
-        from knowlm.models import load, resolve_template
+                 batch_size: int = 8, dtype: str = "auto", device: str = "auto", generator=None):
+        from knowlm.infer import load_generator
 
         if mode not in MODES:
             raise KnowlmError(f"unknown mode {mode!r}; choose chat or completion")
-        lm, tokenizer = loaded if loaded is not None else load(model, adapter=adapter, dtype=dtype, device=device)
-        self.generator = Generator(lm, tokenizer, template=resolve_template(model, adapter, template))
+        self.generator = generator if generator is not None else load_generator(model, adapter, template, dtype=dtype, device=device)
         self.name = str(model)
         self.mode = mode
         self.batch_size = batch_size
         self.stats = CallStats()
 
     def generate(self, prompts: Sequence[str], params: LLMParams) -> list[str | None]:
-        from knowlm.infer import DecodingParams
+        from knowlm.decoding import DecodingParams
 
         texts = [self.generator.prompt(p) if self.mode == "chat" else p for p in prompts]
         decoding = DecodingParams(max_new_tokens=params.max_tokens, temperature=params.temperature,

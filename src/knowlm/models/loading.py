@@ -8,29 +8,43 @@ budget (KnowLM's ``--multi_gpu --allocate``) and an optional PEFT adapter.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
 from knowlm.errors import KnowlmError
-from knowlm.models.manifest import read_manifest
+from knowlm.models.templates import get as get_template
+from knowlm.models.templates import resolve_template
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") != 1 or os.sep != "/" and os.sep in name
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` is spelled like a hub repo id ("gpt2", "zjunlp/OneKE"); "./x", "/abs", "a/b/c",
+    "~/m" are paths. The one test for models, adapters and tokenizers."""
+    return bool(_HUB_ID.match(name))
+
+
+def _locate(name: str, what: str) -> str:
+    """An existing local path as a string, else ``name`` when it can be a hub id; a clear error otherwise."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if not is_hub_id(name) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise KnowlmError(f"{what} not found: {name}")
+    return name  # a hub id such as zjunlp/OneKE
 
 
 def resolve_model_path(model: str) -> str:
     """A local directory with a config.json, or a hub id; a clear error otherwise."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise KnowlmError(f"{model} is not a Hugging Face model directory (no config.json)")
-        return str(path)
-    if _looks_like_path(model) or os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise KnowlmError(f"model directory not found: {model}")
-    return model  # a hub id such as zjunlp/OneKE
+    located = _locate(model, "model directory")
+    path = Path(located)
+    if path.exists() and (not path.is_dir() or not (path / "config.json").is_file()):
+        raise KnowlmError(f"{model} is not a Hugging Face model directory (no config.json)")
+    return located
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -57,19 +71,31 @@ def resolve_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def load_tokenizer(model: str, padding_side: str = "left"):
-    """The model's tokenizer, with a pad token (LLaMA has none: we use unk, as alpaca-lora did)."""
-    from transformers import AutoTokenizer
-
-    path = resolve_model_path(model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise KnowlmError(f"cannot load tokenizer from {model}: {str(exc).splitlines()[0]}") from None
+def prepare_tokenizer(tokenizer, padding_side: str | None = None):
+    """Give ``tokenizer`` a pad token (LLaMA has none: unk, as alpaca-lora did, else EOS) and, if asked,
+    a padding side. Idempotent; the one place this is done, for tokenizers we load and ones we are handed."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-    tokenizer.padding_side = padding_side
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def load_tokenizer(name: str, padding_side: str = "left"):
+    """The tokenizer of a model directory, tokenizer-only directory or hub id, prepared
+    (:func:`prepare_tokenizer`); a one-line KnowlmError when it cannot be loaded.
+
+    ``padding_side`` is the default for batches: left for generation, right for training.
+    """
+    from transformers import AutoTokenizer
+
+    located = _locate(name, "tokenizer")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(located)
+    except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot use this tokenizer"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KnowlmError(f"cannot load tokenizer {name}: {first}") from None
+    return prepare_tokenizer(tokenizer, padding_side)
 
 
 def load(
@@ -81,16 +107,21 @@ def load(
     allocate: Sequence[float] | None = None,
     trust_remote_code: bool = False,
     padding_side: str = "left",
+    template: str | None = None,
 ):
     """Return ``(model, tokenizer)`` ready for generation (eval mode).
 
     quantization: None, "8bit" or "4bit" (bitsandbytes, CUDA only).
     allocate: GiB per GPU, e.g. ``[10, 10, 10]``: spreads layers over GPUs within that budget.
+    template: the already resolved prompt template (``knowlm.infer.load_generator`` passes it);
+    recorded as ``model.knowlm_template`` (kept for compatibility), resolved here when not given.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(model)
+    # Checked before the (slow) weights load: an unknown name or a bad manifest fails at once.
+    template = get_template(template).name if template else resolve_template(path, adapter)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
@@ -126,7 +157,7 @@ def load(
     if adapter:
         lm = apply_adapter(lm, adapter)
     lm.eval()
-    lm.knowlm_template = resolve_template(path, adapter)
+    lm.knowlm_template = template
     return lm, tokenizer
 
 
@@ -135,23 +166,10 @@ def apply_adapter(lm, adapter: str):
     from peft import PeftModel
 
     path = Path(adapter).expanduser()
+    located = _locate(adapter, "adapter directory")
     if path.exists() and not (path / "adapter_config.json").is_file():
         raise KnowlmError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
-    if not path.exists() and (_looks_like_path(adapter) or os.environ.get("HF_HUB_OFFLINE") == "1"):
-        raise KnowlmError(f"adapter directory not found: {adapter}")
     try:
-        return PeftModel.from_pretrained(lm, str(path) if path.exists() else adapter)
+        return PeftModel.from_pretrained(lm, located)
     except (OSError, ValueError) as exc:
         raise KnowlmError(f"cannot load adapter {adapter}: {str(exc).splitlines()[0]}") from None
-
-
-def resolve_template(model: str, adapter: str | None = None, override: str | None = None) -> str:
-    """The prompt template to use: explicit choice, else the adapter's, else the model's, else alpaca."""
-    if override:
-        return override
-    for directory in (adapter, model):
-        if directory and Path(directory).is_dir():
-            template = read_manifest(directory).get("template")
-            if template:
-                return template
-    return "alpaca"

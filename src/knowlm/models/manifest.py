@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import knowlm
+from knowlm.errors import KnowlmError
 from knowlm.utils.atomic import atomic_write
 from knowlm.utils.hashing import sha256_file
 
@@ -69,11 +70,18 @@ def write_manifest(
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
-    """The manifest of a directory, or ``{}`` if it has none (e.g. a model from elsewhere)."""
+    """The manifest of a directory, or ``{}`` if it has none (e.g. a model from elsewhere).
+
+    A manifest that exists but cannot be read is a KnowlmError naming the file: silently ignoring
+    it would, e.g., prompt a llama2-tuned model with the default template.
+    """
     path = Path(directory) / MANIFEST
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return {}
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KnowlmError(f"{path}: unreadable manifest ({str(exc).splitlines()[0]}); fix or delete it") from None
+    if not isinstance(info, dict):
+        raise KnowlmError(f"{path}: unreadable manifest (expected a JSON object, got {type(info).__name__}); fix or delete it")
+    return info

@@ -4,14 +4,23 @@ The template that trained a model is saved in its ``knowlm.json`` and found agai
 inference time, so a model is always prompted the way it was tuned. A template turns an
 instruction (plus optional input, system prompt and history) into the text the model
 continues; training appends ``output + eos`` to exactly that text.
+
+:func:`resolve_template` is the one place that decides which template a model gets.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 from knowlm.errors import KnowlmError
+
+log = logging.getLogger("knowlm.templates")
+
+DEFAULT_TEMPLATE = "alpaca"  # KnowLM/ZhiXi's format: what a model without a manifest is assumed to speak
 
 Turn = tuple[str, str]  # (user message, assistant answer)
 
@@ -156,3 +165,39 @@ def render_training_example(
 ) -> tuple[str, str]:
     """(prompt, answer) for SFT: the prompt is exactly what :func:`render` gives at inference."""
     return render(template, instruction, input, system, history, tokenizer), output
+
+
+def manifest_template(model: str | os.PathLike, adapter: str | os.PathLike | None = None) -> tuple[str, Path] | None:
+    """``(template, manifest path)`` recorded in the adapter's ``knowlm.json``, else the model's; None if neither
+    records one (or they are hub ids). A corrupt manifest or an unknown name there is a KnowlmError naming the file."""
+    from knowlm.models.manifest import MANIFEST, read_manifest
+
+    for directory in (adapter, model):
+        if not directory or not Path(directory).expanduser().is_dir():
+            continue
+        path = Path(directory).expanduser() / MANIFEST
+        name = read_manifest(path.parent).get("template")
+        if name in (None, ""):
+            continue
+        if not isinstance(name, str) or name not in TEMPLATES:
+            raise KnowlmError(f"{path}: unknown prompt template {name!r}; choose one of: {', '.join(TEMPLATES)}")
+        return name, path
+    return None
+
+
+def resolve_template(model: str | os.PathLike, adapter: str | os.PathLike | None = None, override: str | None = None) -> str:
+    """The prompt template for ``model`` (+ ``adapter``), decided once, here.
+
+    Order: the adapter's ``knowlm.json``, then the model's, then :data:`DEFAULT_TEMPLATE`. An explicit
+    ``override`` (``--template``) wins, with a one-line warning when it contradicts a manifest: the user
+    asked for it, but prompting a model differently from how it was tuned is usually a mistake.
+    Unknown names fail here, before any weights load.
+    """
+    if override:
+        get(override)
+    recorded = manifest_template(model, adapter)
+    if override:
+        if recorded is not None and recorded[0] != override:
+            log.warning("template %r overrides %r recorded in %s", override, recorded[0], recorded[1])
+        return override
+    return recorded[0] if recorded is not None else DEFAULT_TEMPLATE

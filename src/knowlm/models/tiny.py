@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from knowlm.models.manifest import write_manifest
+from knowlm.models.templates import DEFAULT_TEMPLATE
 from knowlm.utils.atomic import atomic_dir
 
 
@@ -116,7 +117,7 @@ def build_model(out_dir: str | Path, tokenizer_dir: str | Path | None = None, co
             if item.is_file() and item.name in TOKENIZER_FILES:
                 shutil.copy2(item, tmp / item.name)
         shutil.rmtree(tmp / "_tok", ignore_errors=True)
-        write_manifest(tmp, produced_by="knowlm.models.tiny", arguments=asdict(config), template="alpaca")
+        write_manifest(tmp, produced_by="knowlm.models.tiny", arguments=asdict(config), template=DEFAULT_TEMPLATE)
     return out_dir
 
 

@@ -2,8 +2,8 @@
 
 :class:`Service` knows which names a request may ask for (the base model and each LoRA
 adapter), which prompt template each one was trained with (from its ``knowlm.json``), and
-the server's limits. :class:`EngineGenerator` makes the backend look like
-``knowlm.infer.Generator`` so the extraction layer runs unchanged on a live server.
+the server's limits. :class:`EngineGenerator` is a :class:`knowlm.infer.TextGenerator` over the
+running backend (HF or vLLM), so the extraction layer runs unchanged on a live server.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Sequence
 
+from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
 from knowlm.infer.backends import GenerationRequest, RequestHandle
-from knowlm.infer.decoding import DecodingParams
-from knowlm.infer.engine import Generation
+from knowlm.infer.generator import Generation, TemplatePrompts
 
 
 class ApiError(Exception):
@@ -165,8 +164,8 @@ class Service:
         return EngineGenerator(self, target, cancel)
 
 
-class EngineGenerator:
-    """``knowlm.infer.Generator``'s interface over a running backend (for ``extract_texts`` and the web UI).
+class EngineGenerator(TemplatePrompts):
+    """A :class:`knowlm.infer.TextGenerator` over a running backend (for ``extract_texts`` and the web UI).
 
     Prompts are submitted to the shared engine, at most ``batch_size`` at a time, so an
     extraction with many schema batches neither floods the queue nor starves other clients.
@@ -177,17 +176,10 @@ class EngineGenerator:
         self.target = target
         self.template = target.template
         self.tokenizer = service.engine.tokenizer
+        self.max_context = service.engine.max_context
+        self.vocab_size = service.engine.vocab_size
         self.cancel = cancel or threading.Event()
-        self.model = getattr(service.engine, "model", None) or SimpleNamespace(
-            config=SimpleNamespace(
-                max_position_embeddings=service.engine.max_context,
-                vocab_size=getattr(service.engine, "vocab_size", len(self.tokenizer)),
-            )
-        )
         self.last_outputs: list[str] = []  # raw model answers of the last generate() (the web UI shows them)
-
-    def prompt(self, instruction: str, input: str = "", system: str | None = None, history=()) -> str:
-        return self.service.prompt(self.target, instruction, input, system, history)
 
     def generate(
         self,

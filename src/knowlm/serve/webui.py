@@ -13,7 +13,7 @@ import os
 from typing import Iterator
 
 from knowlm.errors import KnowlmError
-from knowlm.infer.decoding import DecodingParams
+from knowlm.decoding import DecodingParams
 from knowlm.serve.service import ApiError, Service
 
 TABLE_HEADERS = ["kind", "type / relation", "text / head / trigger", "tail / arguments"]

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from knowlm.errors import KnowlmError
+from knowlm.models.templates import DEFAULT_TEMPLATE
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 STRATEGIES = ("auto", "single", "ddp", "fsdp", "deepspeed")
@@ -170,7 +171,7 @@ class SFTConfig(TrainConfig):
     adam_beta2: float = override(TrainConfig, "adam_beta2", 0.999)
     epochs: float = override(TrainConfig, "epochs", 3.0)
     blend_by: str = override(TrainConfig, "blend_by", "sequences")
-    template: str = opt("alpaca", "Prompt template: alpaca, llama2, chatml, raw, or chat_template (the tokenizer's); "
+    template: str = opt(DEFAULT_TEMPLATE, "Prompt template: alpaca, llama2, chatml, raw, or chat_template (the tokenizer's); "
                         "auto: the tokenizer's chat template when it has one, else alpaca.", panel=DATA)
     cutoff_len: int = opt(512, "Truncate examples to this many tokens.", panel=DATA)
     train_on_inputs: bool = opt(False, "Also learn the prompt tokens.", panel=DATA)

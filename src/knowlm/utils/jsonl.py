@@ -41,6 +41,12 @@ def open_text(path: str | os.PathLike) -> io.TextIOBase:
 def iter_jsonl(path: str | os.PathLike, stats: JsonlStats | None = None, strict: bool = False) -> Iterator[dict]:
     """Yield one dict per line. Malformed lines are skipped and counted in ``stats``;
     with ``strict`` the first one raises a KnowlmError naming the line."""
+    for _, record in iter_jsonl_numbered(path, stats, strict):
+        yield record
+
+
+def iter_jsonl_numbered(path: str | os.PathLike, stats: JsonlStats | None = None, strict: bool = False) -> Iterator[tuple[int, dict]]:
+    """Like :func:`iter_jsonl`, with each record's line number (to name bad lines as ``file:line``)."""
     with open_text(path) as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
@@ -61,7 +67,7 @@ def iter_jsonl(path: str | os.PathLike, stats: JsonlStats | None = None, strict:
                 continue
             if stats is not None:
                 stats.read += 1
-            yield record
+            yield lineno, record
 
 
 def read_jsonl(path: str | os.PathLike, strict: bool = False) -> list[dict]:

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from knowlm.errors import KnowlmError
-from knowlm.models.manifest import read_manifest, write_manifest
+from knowlm.models.manifest import write_manifest
+from knowlm.models.templates import manifest_template
 from knowlm.utils.atomic import atomic_dir
 from knowlm.weights.tensor_io import (
     DEFAULT_CHUNK_BYTES,
@@ -222,7 +223,7 @@ def merge_lora(
             tmp,
             produced_by="knowlm weights merge-lora",
             arguments={"base": str(base), "adapter": str(adapter), "allow_noop": allow_noop},
-            template=read_manifest(adapter).get("template") or read_manifest(base).get("template"),
+            template=next(iter(manifest_template(base, adapter) or ()), None),  # the adapter's, else the base's
             base_model=str(base),
             adapter=str(adapter),
             lora={"r": config.get("r"), "lora_alpha": config.get("lora_alpha"), "use_rslora": bool(config.get("use_rslora")),

@@ -33,7 +33,7 @@ class SelectContext:
     api_key: str | None = None
     api_model: str | None = None
     llm: Any = None  # an already-built LLM (tests, library callers)
-    loaded: Any = None  # an already-loaded (model, tokenizer) for perplexity
+    generator: Any = None  # an already-built knowlm.infer.Generator for perplexity (tests, library callers)
     progress: bool = False
 
 

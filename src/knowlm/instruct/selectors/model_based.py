@@ -87,21 +87,21 @@ class PerplexitySelector(Selector):
         need(self.batch_size >= 1 and self.max_length >= 2, "perplexity: batch_size >= 1 and max_length >= 2")
         need(self.mad_k > 0, "perplexity: mad_k must be > 0")
 
-    def _load(self, context: SelectContext):
-        from knowlm.models import load, resolve_template
+    def _generator(self, context: SelectContext):
+        """The step's ``model``, else the one the caller handed in, else ``--model`` (an HF generator: we need logits)."""
+        from knowlm.infer import load_generator
 
+        if self.model is None and context.generator is not None:
+            return context.generator
         model = self.model or context.model
-        if context.loaded is not None and self.model is None:
-            lm, tokenizer = context.loaded
-        else:
-            if not model:
-                raise KnowlmError("the perplexity selector needs a local model: pass --model or give `model:` in the step")
-            lm, tokenizer = load(model, adapter=self.adapter or context.adapter)
-        return lm, tokenizer, resolve_template(model or "", self.adapter or context.adapter, self.template) if model else (self.template or "alpaca")
+        if not model:
+            raise KnowlmError("the perplexity selector needs a local model: pass --model or give `model:` in the step")
+        return load_generator(model, self.adapter or context.adapter, self.template)
 
     def decide(self, records: list[dict], context: SelectContext) -> list[Decision]:
-        lm, tokenizer, template = self._load(context)
-        nll = answer_nll(lm, tokenizer, template, records, self.batch_size, self.max_length, context.progress)
+        generator = self._generator(context)
+        template = self.template or generator.template  # a step's template also applies to a handed-in generator
+        nll = answer_nll(generator.model, generator.tokenizer, template, records, self.batch_size, self.max_length, context.progress)
         high, low = self.max_perplexity, self.min_perplexity
         if high is None and low is None:
             logs = [v for v in nll if v is not None]

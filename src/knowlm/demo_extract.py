@@ -1,8 +1,11 @@
 """The demo's extraction step: extract from held-out gold texts with a (tuned) model and score.
 
-``knowlm demo`` calls :func:`demo_stage` before and after tuning so the two reports show what
+``knowlm demo`` calls :func:`extract_stage` before and after tuning so the two reports show what
 tuning changed. Gold comes from an explicit file, else the bundled hand-annotated relation gold
 set (``knowlm.resources.kg_gold_path()``), else the few records below.
+
+It lives beside ``knowlm.demo`` rather than in ``knowlm.ie`` because it loads a model: ``ie`` stays
+torch-free and only receives a :class:`knowlm.infer.TextGenerator`.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def _gold(gold: str | Path | list[dict] | None) -> tuple[list[dict], str]:
     return [json.loads(json.dumps(r)) for r in FALLBACK_GOLD], "fallback"
 
 
-def demo_stage(
+def extract_stage(
     workdir: str | Path,
     model_dir: str | Path,
     adapter: str | Path | None = None,
@@ -67,19 +70,17 @@ def demo_stage(
     Writes ``WORKDIR/TAG/pred.jsonl`` and ``WORKDIR/TAG/report.json``; returns a summary dict
     (``f1``, ``precision``, ``recall``, ``parse_failures``, paths, seconds).
     """
+    from knowlm.decoding import DecodingParams
     from knowlm.ie.datasets import schema_from_records
     from knowlm.ie.extract import extract_texts
     from knowlm.ie.metrics import score
-    from knowlm.infer import DecodingParams, Generator
-    from knowlm.models import load
-    from knowlm.models.loading import resolve_template
+    from knowlm.infer import load_generator
 
     started = time.perf_counter()
     records, gold_source = _gold(gold)
     schema = schema or schema_from_records(records, task)
     held_out = sorted(records, key=lambda r: str(r.get("id", "")))[-n_texts:]
-    model, tokenizer = load(str(model_dir), adapter=str(adapter) if adapter else None, device="cpu")
-    generator = Generator(model, tokenizer, resolve_template(str(model_dir), str(adapter) if adapter else None))
+    generator = load_generator(str(model_dir), str(adapter) if adapter else None, device="cpu")
     stats: dict = {}
     preds = extract_texts(
         generator,

@@ -1,0 +1,102 @@
+"""The generator seam: what every text generator offers, and the one factory that builds one.
+
+Extraction, the case runner, chat, instruction generation and the server's ``/extract`` program
+against :class:`TextGenerator`, never against a concrete model: the batched Hugging Face
+:class:`~knowlm.infer.engine.Generator` and the server's view of a running backend
+(:class:`knowlm.serve.service.EngineGenerator`, HF or vLLM) both satisfy it, and tests use
+scripted fakes. :func:`load_generator` is the one way to go from a model path (+ adapter) to a
+generator: it resolves the prompt template once (:func:`knowlm.models.templates.resolve_template`)
+before any weights load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+from knowlm.decoding import DecodingParams
+from knowlm.models.templates import Turn, get, render
+
+# Called with the indices (into the caller's prompt list) of one batch; returns logits processors for it.
+ProcessorFactory = Callable[[Sequence[int]], list]
+
+
+@dataclass
+class Generation:
+    """One answer: only the new text (no prompt echo, no EOS, cut at stop strings)."""
+
+    text: str
+    num_tokens: int  # generated tokens, EOS excluded
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+    prompt_tokens: int = 0
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """A model that turns prompts into answers, with the template it was tuned on."""
+
+    template: str  # name in knowlm.models.templates.TEMPLATES
+    tokenizer: Any  # a Hugging Face tokenizer: callable, decode(), eos/pad ids
+    max_context: int  # prompt + answer tokens the model can attend to
+    vocab_size: int  # logits width (constrained decoding masks this many tokens)
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Text that ends an answer besides EOS: where the template would start a new turn."""
+        ...
+
+    def prompt(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
+        """The text the model continues, in this generator's template."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: DecodingParams | None = None,
+        batch_size: int = 16,
+        logits_processor: ProcessorFactory | None = None,
+        progress: bool = False,
+    ) -> list[Generation]:
+        """One :class:`Generation` per prompt, in the caller's order."""
+        ...
+
+
+class TemplatePrompts:
+    """``prompt()`` and ``stop`` from ``self.template``: what every TextGenerator shares."""
+
+    template: str
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return get(self.template).stop
+
+    def prompt(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
+        # a tokenizer's own chat template (template "chat_template") renders with the tokenizer
+        return render(self.template, instruction, input, system, history, tokenizer=getattr(self, "tokenizer", None))
+
+
+def load_generator(
+    model: str,
+    adapter: str | None = None,
+    template: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    quantization: str | None = None,
+    allocate: Sequence[float] | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load ``model`` (+ PEFT ``adapter``) into a batched Hugging Face generator.
+
+    The template is resolved here, once: ``template`` (a ``--template`` flag) if given, else the
+    adapter's ``knowlm.json``, else the model's, else the default (see ``resolve_template``). An
+    unknown name or a corrupt manifest fails before the weights load.
+    """
+    from knowlm.infer.engine import Generator
+    from knowlm.models import load, resolve_template
+
+    name = resolve_template(model, adapter, template)
+    lm, tokenizer = load(
+        model, adapter=adapter, dtype=dtype, device=device, quantization=quantization, allocate=allocate,
+        trust_remote_code=trust_remote_code, template=name,
+    )
+    return Generator(lm, tokenizer, template=name)
