@@ -130,11 +130,32 @@ def save_model(runtime, tokenizer, cfg, directory: Path, produced_by: str, templ
 
 
 def merge_adapter(cfg, output: Path) -> Path:
-    """``OUTPUT/merged``: the base model with the trained adapter merged in (rank 0, streaming)."""
-    from knowlm.weights import merge_lora
+    """``OUTPUT/merged``: the base model with the trained adapter merged in (rank 0).
 
+    LoRA/rsLoRA stream tensor by tensor through ``knowlm weights merge-lora``; DoRA (whose update
+    depends on the merged weight's norm) is merged by PEFT in memory, on CPU, in the base dtype.
+    """
     merged = output / "merged"
-    merge_lora(cfg.model, output, merged, allow_noop=True)
+    if not getattr(cfg, "use_dora", False):
+        from knowlm.weights import merge_lora
+
+        merge_lora(cfg.model, output, merged, allow_noop=True)
+        return merged
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from knowlm.models import read_manifest, write_manifest
+    from knowlm.utils.atomic import atomic_dir
+
+    base = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=base_dtype(cfg.model) or torch.float32, use_kernels=False)
+    model = PeftModel.from_pretrained(base, str(output)).merge_and_unload()
+    with atomic_dir(merged) as tmp:
+        model.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(output)).save_pretrained(str(tmp))
+        if (output / "tokenizer.model").is_file():
+            shutil.copy2(output / "tokenizer.model", tmp / "tokenizer.model")
+        write_manifest(tmp, produced_by="knowlm train (--merge-at-end, DoRA)", template=read_manifest(output).get("template"),
+                       base_model=cfg.model, adapter=str(output))
     return merged
 
 
