@@ -49,7 +49,11 @@ class ExampleStream:
 
     @property
     def epoch(self) -> float:
-        consumed = sum(self.source_positions) if self.packing else self.position
+        return self.epoch_of(self.state_dict())
+
+    def epoch_of(self, state: dict) -> float:
+        """Passes over the data made up to ``state`` (a ``state_dict``)."""
+        consumed = sum(state["source_positions"]) if self.packing else state["position"]
         return consumed / self.examples.epoch_size
 
     def _next_row(self) -> list[tuple[int, int]]:
@@ -96,6 +100,67 @@ class ExampleStream:
         if not self.packing:
             return size
         return max(1, int(np.ceil(sum(len(s) / per_row for s, (per_row, _) in zip(self.examples.sets, self.fills)))))
+
+
+class Prefetcher:
+    """The micro-batches of the coming optimizer steps, built ahead in a background thread.
+
+    Each item is ``(batches, stream state after them)``: the loop checkpoints that state, not the
+    stream's (which is ahead), so resume stays exact. On CUDA the tensors are pinned, so the copy
+    to the GPU overlaps the previous step. ``depth`` 0 builds synchronously in the caller.
+    """
+
+    def __init__(self, stream: ExampleStream, per_step: int, steps: int, depth: int = 0, pin: bool = False):
+        import queue
+        import threading
+
+        self.stream, self.per_step, self.depth, self.pin = stream, per_step, depth, pin
+        self._left = steps
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = None
+        if depth > 0 and steps > 0:
+            self._thread = threading.Thread(target=self._fill, name="knowlm-prefetch", daemon=True)
+            self._thread.start()
+
+    def _build(self):
+        batches = [self.stream.next_batch() for _ in range(self.per_step)]
+        if self.pin:
+            for batch in batches:
+                for key, value in batch.items():
+                    if hasattr(value, "pin_memory"):
+                        batch[key] = value.pin_memory()
+        return batches, self.stream.state_dict()
+
+    def _fill(self) -> None:
+        import queue
+
+        try:
+            for _ in range(self._left):
+                item = self._build()
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:  # the loop is busy: wait
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # surfaced in the loop, not lost in the thread
+            self._queue.put(exc)
+
+    def next(self):
+        if self._thread is None:
+            return self._build()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def collate(rows: list[list[tuple[np.ndarray, np.ndarray]]], max_len: int, pad_id: int, packing: bool) -> dict:

@@ -80,6 +80,8 @@ class TrainConfig:
     max_steps: int = opt(-1, "Optimizer steps (> 0 wins over --epochs).", panel=OPTIM)
     epochs: float = opt(1.0, "Passes over the training data when --max-steps is not set.", panel=OPTIM)
     gradient_checkpointing: bool = opt(False, "Recompute activations in the backward pass to save memory.", panel=SCALE)
+    checkpoint_every: int = opt(1, "With --gradient-checkpointing: recompute every N-th decoder layer only "
+                                "(1: all; 2: half of them, more memory, less recompute).", panel=SCALE)
     precision: str = opt("auto", "auto: bf16 on capable GPUs, else fp32.", choices=PRECISIONS, panel=SCALE)
     seed: int = opt(42, "Random seed (data order, dropout, initialisation).", panel=SCALE)
     packing: bool = opt(False, "Pack several sequences into one row (they never attend to each other).", panel=DATA)
@@ -112,6 +114,9 @@ class TrainConfig:
     attn_implementation: str = opt("auto", "Attention kernels; auto: flash_attention_2 on CUDA when installed, else sdpa.",
                                    choices=ATTENTION, panel=SCALE)
     hub_kernels: bool = opt(False, "Let transformers fetch kernels from the Hub (off: training never needs the network).", panel=SCALE)
+    compile: bool = opt(False, "torch.compile the model (first steps are slow while it compiles).", panel=SCALE)
+    prefetch_steps: int = opt(-1, "Steps of batches built ahead in a background thread, pinned for the GPU "
+                              "(-1: 2 on CUDA, 0 on CPU).", panel=SCALE)
     loss_chunk_size: int = opt(-1, "Tokens per cross-entropy chunk (-1: auto, ~128 MB of logits; 0: whole batch at once).", panel=SCALE)
     # Stop after this optimizer step as if the job had been killed (checkpoints only where
     # save_steps says): used to test resume and to fit runs into time-limited cluster slots.
@@ -128,7 +133,7 @@ class TrainConfig:
             allowed = f.metadata.get("choices")
             if allowed and getattr(self, f.name) is not None and getattr(self, f.name) not in allowed:
                 raise KnowlmError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(allowed)}")
-        for name in ("micro_batch_size", "gradient_accumulation_steps", "logging_steps", "save_total_limit"):
+        for name in ("micro_batch_size", "gradient_accumulation_steps", "logging_steps", "save_total_limit", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise KnowlmError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.epochs <= 0:

@@ -172,7 +172,8 @@ class Runtime:
 
     def forward(self, batch: dict):
         """The model's output ``logits`` (per-label-token NLL while :meth:`token_nll` runs it)."""
-        kwargs = {k: v.to(self.env.device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+        kwargs = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()
+                  if k in ("input_ids", "attention_mask", "position_ids")}
         with self.autocast():
             return self.model(**kwargs).logits
 
@@ -297,12 +298,9 @@ class Runtime:
         return self.module.state_dict() if self.env.is_main else None
 
 
-def _decoder_layers(model) -> list:
-    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
-
-
 def wrap(strategy: str, env: DistEnv, model, cfg, precision: str, ds_config: dict | None) -> Runtime:
     """Wrap the model for the chosen engine and build its optimizer."""
+    from knowlm.train.modeling import decoder_layers
     from knowlm.train.optim import build_optimizer, param_groups
 
     architectures = getattr(model.config, "architectures", None) if hasattr(model, "config") else None
@@ -329,7 +327,7 @@ def wrap(strategy: str, env: DistEnv, model, cfg, precision: str, ds_config: dic
         mixed = precision == "bf16"
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed else MixedPrecisionPolicy()
         model.to(env.device)
-        for layer in _decoder_layers(model):
+        for layer in decoder_layers(model):
             fully_shard(layer, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
         return Runtime(strategy, env, model, optimizer_for(model, fused=False), precision, cfg.max_grad_norm, None, architectures)

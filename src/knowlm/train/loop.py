@@ -16,6 +16,7 @@ from pathlib import Path
 
 from knowlm.errors import KnowlmError
 from knowlm.train import checkpoint as ckpt
+from knowlm.train.batching import Prefetcher
 from knowlm.train.objectives import combine
 
 
@@ -62,7 +63,7 @@ class LRSchedule:
 
 def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator, total_steps: int, start_step: int,
         tokens_seen: int, elapsed_before: float, fpt: float, peak: float | None, quiet: bool,
-        window: dict | None = None) -> dict:
+        window: dict | None = None, prefetch: int = 0) -> dict:
     """Train until ``total_steps`` (or ``--stop-at-step``, or early stopping); returns the loop's summary.
 
     The logged ``loss`` is the mean over every step since the previous log (``step_loss`` is the
@@ -74,15 +75,29 @@ def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator
     tokens_at_start = tokens_seen
     runtime.train(True)
     step = start_step
+    window = dict(window or {"loss_sum": 0.0, "steps": 0})
+    bar = tqdm(total=total_steps, initial=start_step, disable=not env.is_main or quiet, desc="train", unit="step")
+    feed = Prefetcher(stream, cfg.gradient_accumulation_steps, total_steps - start_step, prefetch, env.device.type == "cuda")
+    try:
+        summary = _steps(runtime, stream, feed, cfg, objective, schedule, logger, evaluator, total_steps, step, tokens_seen,
+                         elapsed_before, fpt, peak, bar, window)
+    finally:
+        feed.close()
+        bar.close()
+    summary["tokens_per_s"] = (summary["tokens"] - tokens_at_start) / max(summary["loop_s"], 1e-9)
+    return summary
+
+
+def _steps(runtime, stream, feed, cfg, objective, schedule, logger, evaluator, total_steps, step, tokens_seen,
+           elapsed_before, fpt, peak, bar, window) -> dict:
+    env = runtime.env
     last_loss = None
     stopped = early = False
     evaluated_at = None
-    window = dict(window or {"loss_sum": 0.0, "steps": 0})
     window_tokens, window_start = 0, time.perf_counter()
     run_start = time.perf_counter()
-    bar = tqdm(total=total_steps, initial=start_step, disable=not env.is_main or quiet, desc="train", unit="step")
     while step < total_steps:
-        batches = [stream.next_batch() for _ in range(cfg.gradient_accumulation_steps)]
+        batches, stream_state = feed.next()
         counts = [objective.counts(b) for b in batches]
         keys = sorted(counts[0])
         reduced = runtime.all_reduce_sum([sum(c[k] for c in counts) for k in keys] + [sum(b["num_tokens"] for b in batches)])
@@ -118,7 +133,7 @@ def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator
         if step % cfg.logging_steps == 0 or step == total_steps:
             now = time.perf_counter()
             tps = window_tokens / max(now - window_start, 1e-9)
-            record = {"step": step, "epoch": round(stream.epoch, 4), "loss": window["loss_sum"] / window["steps"],
+            record = {"step": step, "epoch": round(stream.epoch_of(stream_state), 4), "loss": window["loss_sum"] / window["steps"],
                       "step_loss": last_loss, "lr": lr,
                       "grad_norm": grad_norm, "tokens": tokens_seen, "tokens_per_s": tps,
                       "elapsed_s": elapsed_before + now - run_start}
@@ -135,7 +150,7 @@ def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator
             if evaluator.tracker.should_stop:
                 early = True
         if cfg.save_steps and step % cfg.save_steps == 0 and step != total_steps and not early:
-            state = {"step": step, "tokens_seen": tokens_seen, "stream": stream.state_dict(),
+            state = {"step": step, "tokens_seen": tokens_seen, "stream": stream_state,
                      "schedule": schedule.state_dict(), "strategy": runtime.strategy, "world_size": env.world,
                      "elapsed_s": elapsed_before + time.perf_counter() - run_start, "loss": last_loss,
                      "best": evaluator.tracker.state_dict(), "log_window": window, "config": dataclasses.asdict(cfg)}
@@ -145,10 +160,9 @@ def fit(runtime, stream, cfg, objective, schedule: LRSchedule, logger, evaluator
         if cfg.stop_at_step and step >= cfg.stop_at_step and step < total_steps:
             stopped = True
             break
-    bar.close()
+    elapsed = time.perf_counter() - run_start
     if not stopped and evaluated_at != step:
         evaluator.run(step, final=True)
-    elapsed = time.perf_counter() - run_start
     return {"steps": step, "final_loss": last_loss, "eval_loss": evaluator.last.get("eval_loss"), "tokens": tokens_seen,
-            "tokens_per_s": (tokens_seen - tokens_at_start) / max(elapsed, 1e-9), "elapsed_s": elapsed_before + elapsed,
-            "stopped_early": stopped, "early_stopping": early, "last_eval": dict(evaluator.last)}
+            "loop_s": elapsed, "elapsed_s": elapsed_before + elapsed, "stopped_early": stopped, "early_stopping": early,
+            "last_eval": dict(evaluator.last)}

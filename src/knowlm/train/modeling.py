@@ -77,7 +77,7 @@ def load_for_training(cfg, device, precision: str, strategy: str, deepspeed_conf
     model._knowlm_use_cache = getattr(model.config, "use_cache", True)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_layers(model, cfg.checkpoint_every)
     if cfg.method in ("lora", "qlora"):
         model = add_lora(model, cfg, keep_adapter_dtype=precision == "bf16-pure")
     elif cfg.method == "full":
@@ -85,7 +85,33 @@ def load_for_training(cfg, device, precision: str, strategy: str, deepspeed_conf
     if getattr(cfg, "neftune_noise_alpha", 0):
         add_neftune(model, cfg.neftune_noise_alpha)
     install_loss_head(model, cfg.loss_chunk_size)
+    if cfg.compile:
+        compile_layers(model)
     return model, tokenizer
+
+
+def compile_layers(model) -> int:
+    """``torch.compile`` each decoder layer in place (as torchtune does): parameter names and state
+    dicts stay as they are, and the loss head and engines' hooks stay outside the compiled graphs."""
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
+def decoder_layers(model) -> list:
+    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+
+
+def checkpoint_layers(model, every: int = 1) -> int:
+    """Activation checkpointing on every ``every``-th decoder layer (the policy: all layers recompute
+    the most and keep the least; every other layer halves the recompute for more memory).
+    Returns how many layers recompute."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = [m for m in decoder_layers(model) if hasattr(m, "gradient_checkpointing")]
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = i % every == 0
+    return sum(layer.gradient_checkpointing for layer in layers)
 
 
 def add_lora(model, cfg, keep_adapter_dtype: bool = False):

@@ -41,6 +41,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def prefetch_depth(prefetch_steps: int, device: torch.device) -> int:
+    """-1 (auto): two steps ahead on CUDA, where building batches would otherwise idle the GPU; none on CPU."""
+    if prefetch_steps >= 0:
+        return prefetch_steps
+    return 2 if device.type == "cuda" else 0
+
+
 def _check_setup(cfg: TrainConfig, strategy: str, has_evals: bool) -> None:
     if cfg.save_best == "eval_loss" and not has_evals:
         raise KnowlmError("--save-best eval_loss needs evaluation data (--val-size for sft, --eval-split/--eval-data for pretrain)")
@@ -48,6 +55,8 @@ def _check_setup(cfg: TrainConfig, strategy: str, has_evals: bool) -> None:
         raise KnowlmError("--save-best ie_f1 needs --eval-ie DEV.jsonl")
     if getattr(cfg, "eval_ie", None) and (strategy == "fsdp" or (strategy == "deepspeed" and cfg.deepspeed in (None, "zero3", "zero3_offload"))):
         raise KnowlmError("--eval-ie generates with the whole model on every process: use --strategy single/ddp or --deepspeed zero2")
+    if cfg.compile and strategy == "deepspeed":
+        raise KnowlmError("--compile is not supported with DeepSpeed here; use --strategy single/ddp/fsdp")
     if cfg.merge_at_end and cfg.method == "qlora":
         raise KnowlmError("--merge-at-end merges into the unquantized base; with --qlora merge later with `knowlm weights merge-lora`")
 
@@ -118,7 +127,7 @@ def run(cfg: TrainConfig, kind: str, build_data: Callable, produced_by: str, qui
     # ---------------- fit ----------------
     fpt = flops_per_token(getattr(runtime.module, "config", None) or model.config, data.max_len)
     summary = fit(runtime, stream, cfg, objective, schedule, logger, evaluator, total_steps, start_step, tokens_seen,
-                  elapsed_before, fpt, peak_flops(env.device), quiet, window)
+                  elapsed_before, fpt, peak_flops(env.device), quiet, window, prefetch_depth(cfg.prefetch_steps, env.device))
 
     # ---------------- finish: weights, manifest, plot ----------------
     summary.update(
