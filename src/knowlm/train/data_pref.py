@@ -18,7 +18,7 @@ import numpy as np
 from knowlm.errors import KnowlmError
 from knowlm.train.batching import collate
 from knowlm.train.config import parse_weighted
-from knowlm.train.data_sft import _records, expand_sources, tokenize_example
+from knowlm.train.data_sft import _records, check_template, expand_sources, split_validation, tokenize_example
 
 
 def check_pair(record: object, where: str) -> dict:
@@ -86,10 +86,7 @@ def collate_pairs(rows: list[list], max_len: int, pad_id: int) -> dict:
 
 def load_pref_sets(data: list[str], tokenizer, template: str, cutoff_len: int, val_size: float, seed: int):
     """-> (train sets, weights or None, eval sets, stats), like :func:`knowlm.train.data_sft.load_sft_sets`."""
-    from knowlm.models import templates
-
-    if templates.get(template).uses_tokenizer:
-        templates.render(template, "x", tokenizer=tokenizer)
+    check_template(template, tokenizer)
     pairs = parse_weighted(data)
     weights = None if pairs[0][0] is None else [w for w, _ in pairs]
     stats = PairStats()
@@ -116,10 +113,7 @@ def load_pref_sets(data: list[str], tokenizer, template: str, cutoff_len: int, v
         examples = PairExamples(chosen, rejected, source)
         if len(examples) == 0:
             raise KnowlmError(f"{source}: every pair's prompt is longer than --cutoff-len {cutoff_len}")
-        held = min(int(val_size) if val_size >= 1 else int(round(len(examples) * val_size)), len(examples) - 1)
-        if held > 0:
-            order = np.random.default_rng([seed, 7]).permutation(len(examples))
-            evals.append(examples.subset(sorted(order[:held])))
-            examples = examples.subset(sorted(order[held:]))
+        examples, held = split_validation(examples, val_size, seed)
         train.append(examples)
+        evals += [held] if held is not None else []
     return train, weights, evals, stats

@@ -263,11 +263,25 @@ def tokenize_records(tokenizer, records: list[dict], template: str, cutoff_len: 
     return TokenizedExamples(ids, labels, name)
 
 
+def check_template(template: str, tokenizer) -> None:
+    """An unknown template, or ``chat_template`` with a tokenizer that has none: a clear error before any work."""
+    if templates.get(template).uses_tokenizer:
+        templates.render(template, "x", tokenizer=tokenizer)
+
+
+def split_validation(examples, val_size: float, seed: int):
+    """(train, held-out or None): ``val_size`` examples (a count >= 1, or a fraction), at least one left to train."""
+    held = min(int(val_size) if val_size >= 1 else int(round(len(examples) * val_size)), len(examples) - 1)
+    if held <= 0:
+        return examples, None
+    order = np.random.default_rng([seed, 7]).permutation(len(examples))
+    return examples.subset(sorted(order[held:])), examples.subset(sorted(order[:held]))
+
+
 def load_sft_sets(data: list[str], tokenizer, template: str, cutoff_len: int, train_on_inputs: bool,
                   val_size: float, seed: int, mask_history: bool = False):
     """-> (train sets, weights or None, eval sets, stats). Validation examples come from every source."""
-    if templates.get(template).uses_tokenizer:  # unknown template / no chat template: clear error before any work
-        templates.render(template, "x", tokenizer=tokenizer)
+    check_template(template, tokenizer)
     pairs = parse_weighted(data)
     weights = None if pairs[0][0] is None else [w for w, _ in pairs]
     stats = SFTStats()
@@ -278,11 +292,7 @@ def load_sft_sets(data: list[str], tokenizer, template: str, cutoff_len: int, tr
         examples = tokenize_records(tokenizer, records, template, cutoff_len, train_on_inputs, stats, source, mask_history)
         if len(examples) == 0:
             raise KnowlmError(f"{source}: every example's prompt is longer than --cutoff-len {cutoff_len}")
-        held = int(val_size) if val_size >= 1 else int(round(len(examples) * val_size))
-        held = min(held, len(examples) - 1)
-        if held > 0:
-            order = np.random.default_rng([seed, 7]).permutation(len(examples))
-            evals.append(examples.subset(sorted(order[:held])))
-            examples = examples.subset(sorted(order[held:]))
+        examples, held = split_validation(examples, val_size, seed)
         train.append(examples)
+        evals += [held] if held is not None else []
     return train, weights, evals, stats
