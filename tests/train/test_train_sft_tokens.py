@@ -107,3 +107,17 @@ def test_chat_template_errors_and_auto_without_one(tiny_tokenizer):
         templates.render("chat_template", "x", tokenizer=tiny_tokenizer)
     with pytest.raises(KnowlmError, match="alternate user/assistant"):
         check_record({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "f:1")
+
+
+def test_inference_prompts_a_chat_template_model_the_way_it_was_tuned(chat_tokenizer, tiny_model):
+    from knowlm.infer import Generator
+
+    model, _ = tiny_model
+    generator = Generator(model, chat_tokenizer, template="chat_template")
+    prompt = generator.prompt("Where is Hangzhou?", history=[("hi", "hello")])
+    ids, labels, _ = tokenize_example(chat_tokenizer, "chat_template", {"instruction": "Where is Hangzhou?", "input": "",
+                                                                        "output": "Zhejiang", "history": [["hi", "hello"]]},
+                                      512, False)
+    n = len(chat_tokenizer(prompt)["input_ids"])
+    assert ids[:n].tolist() == chat_tokenizer(prompt)["input_ids"]  # training's prompt is inference's
+    assert prompt.endswith("<|im_start|>assistant\n") and "hello<|im_end|>" in prompt

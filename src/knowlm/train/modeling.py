@@ -107,7 +107,11 @@ def checkpoint_layers(model, every: int = 1) -> int:
     """Activation checkpointing on every ``every``-th decoder layer (the policy: all layers recompute
     the most and keep the least; every other layer halves the recompute for more memory).
     Returns how many layers recompute."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.25: the policy is built in
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     layers = [m for m in decoder_layers(model) if hasattr(m, "gradient_checkpointing")]
     for i, layer in enumerate(layers):
         layer.gradient_checkpointing = i % every == 0

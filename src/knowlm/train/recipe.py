@@ -52,7 +52,7 @@ def _check_setup(cfg: TrainConfig, strategy: str, has_evals: bool) -> None:
     if cfg.save_best == "eval_loss" and not has_evals:
         raise KnowlmError("--save-best eval_loss needs evaluation data (--val-size for sft, --eval-split/--eval-data for pretrain)")
     if cfg.save_best == "ie_f1" and not getattr(cfg, "eval_ie", None):
-        raise KnowlmError("--save-best ie_f1 needs --eval-ie DEV.jsonl")
+        raise KnowlmError("--save-best ie_f1 needs --eval-ie DEV.jsonl (sft, dpo, orpo)")
     if getattr(cfg, "eval_ie", None) and (strategy == "fsdp" or (strategy == "deepspeed" and cfg.deepspeed in (None, "zero3", "zero3_offload"))):
         raise KnowlmError("--eval-ie generates with the whole model on every process: use --strategy single/ddp or --deepspeed zero2")
     if cfg.compile and strategy == "deepspeed":
