@@ -95,7 +95,7 @@ def make_command(cls, run: Callable, name: str, doc: str, defaults: dict | None 
     fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
     for f in fields:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        annotation, option = _option(f, hints[f.name], default)
+        annotation, option = _option(f, hints[f.name], (defaults or {}).get(f.name, default))
         add(f.name, annotation, option)
     for short, text in METHOD_FLAGS.items():
         add(f"method_{short}", Optional[bool], typer.Option(None, f"--{short}", help=f"{text} Same as --method {short}."))
