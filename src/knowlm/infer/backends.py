@@ -172,14 +172,40 @@ class Backend(Protocol):
     def stats(self) -> dict: ...
 
 
-def make_backend(kind: str, model: str, adapters: dict[str, str] | None = None, **options) -> Backend:
-    """Build the backend named ``kind`` ("hf" or "vllm") for ``model`` with named LoRA ``adapters``."""
+@dataclass
+class EngineOptions:
+    """How to run a backend; each backend takes the options that apply to it."""
+
+    dtype: str = "auto"
+    device: str = "auto"  # hf
+    max_batch_size: int = 16  # rows decoded together (vllm: max_num_seqs)
+    max_waiting: int = 256  # queued requests before 429
+    num_threads: int | None = None  # hf: intra-op threads of the engine thread
+    tensor_parallel_size: int = 1  # vllm
+    gpu_memory_utilization: float = 0.9  # vllm
+
+
+BACKENDS = ("hf", "vllm")
+
+
+def make_backend(kind: str, model: str, adapters: dict[str, str] | None = None, options: EngineOptions | None = None) -> Backend:
+    """Build the backend named ``kind`` ("hf" or "vllm") for ``model`` with named LoRA ``adapters``.
+
+    The one place a backend name becomes an engine (``knowlm serve``, ``knowlm webui``, benches).
+    """
+    o = options or EngineOptions()
     if kind == "hf":
         from knowlm.infer.batching import BatchingEngine
 
-        return BatchingEngine.from_pretrained(model, adapters=adapters, **options)
+        return BatchingEngine.from_pretrained(
+            model, adapters=adapters, dtype=o.dtype, device=o.device,
+            max_batch_size=o.max_batch_size, max_waiting=o.max_waiting, num_threads=o.num_threads,
+        )
     if kind == "vllm":
         from knowlm.infer.vllm_backend import VllmEngine
 
-        return VllmEngine.from_pretrained(model, adapters=adapters, **options)
-    raise KnowlmError(f"unknown backend {kind!r}; choose hf or vllm")
+        return VllmEngine.from_pretrained(
+            model, adapters=adapters, dtype=o.dtype, tensor_parallel_size=o.tensor_parallel_size,
+            gpu_memory_utilization=o.gpu_memory_utilization, max_batch_size=o.max_batch_size, max_waiting=o.max_waiting,
+        )
+    raise KnowlmError(f"unknown backend {kind!r}; choose one of: {', '.join(BACKENDS)}")

@@ -10,6 +10,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from knowlm.serve.errors import ApiError
+
 MAX_TEXT_CHARS = 200_000  # one prompt / instruction / message
 MAX_TOKENS_CAP = 32_768
 MAX_STOP = 4
@@ -38,6 +40,10 @@ class KnowLMParameters(_Strict):
     stop: Stop | None = StopField
     seed: int | None = Field(None, ge=0, le=2**62)
     do_sample: bool | None = None
+
+    def decoding_fields(self) -> dict:
+        """The fields :meth:`knowlm.serve.Service.params` turns into DecodingParams."""
+        return self.model_dump(exclude_none=True)
 
 
 class GenerateRequest(_Strict):
@@ -79,6 +85,21 @@ class _OpenAIBase(BaseModel):
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="only 0 is supported")
     user: str | None = Field(None, max_length=256)
 
+    def decoding_fields(self) -> dict:
+        """The fields :meth:`knowlm.serve.Service.params` turns into DecodingParams (OpenAI defaults)."""
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ApiError(400, f"{name} is not supported (only 0)")
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repetition_penalty": self.repetition_penalty,
+            "stop": self.stop,
+            "seed": self.seed,
+        }
+
 
 class CompletionRequest(_OpenAIBase):
     """``POST /v1/completions``: the prompt is sent to the model as is (no template)."""
@@ -107,6 +128,12 @@ class ChatRequest(_OpenAIBase):
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     logprobs: bool | None = Field(None, description="not supported")
+
+    def decoding_fields(self) -> dict:
+        fields = super().decoding_fields()
+        if self.max_completion_tokens is not None:
+            fields["max_tokens"] = self.max_completion_tokens
+        return fields
 
 
 class ExtractRequest(_Strict):

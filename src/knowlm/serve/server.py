@@ -40,6 +40,14 @@ class ServeConfig:
     limits: ServeLimits = field(default_factory=ServeLimits)
     log_level: str = "info"
 
+    def engine_options(self):
+        from knowlm.infer.backends import EngineOptions
+
+        return EngineOptions(
+            dtype=self.dtype, device=self.device, max_batch_size=self.max_batch_size, max_waiting=self.max_waiting,
+            num_threads=self.num_threads, tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
+        )
+
 
 def parse_adapters(values: list[str] | None) -> dict[str, str]:
     """``["ie=out/lora", "out/other"]`` -> ``{"ie": "out/lora", "other": "out/other"}``."""
@@ -60,18 +68,7 @@ def parse_adapters(values: list[str] | None) -> dict[str, str]:
 def build_engine(config: ServeConfig):
     from knowlm.infer.backends import make_backend
 
-    if config.backend == "hf":
-        return make_backend(
-            "hf", config.model, config.adapters, dtype=config.dtype, device=config.device,
-            max_batch_size=config.max_batch_size, max_waiting=config.max_waiting, num_threads=config.num_threads,
-        )
-    if config.backend == "vllm":
-        return make_backend(
-            "vllm", config.model, config.adapters, dtype=config.dtype,
-            tensor_parallel_size=config.tensor_parallel_size, gpu_memory_utilization=config.gpu_memory_utilization,
-            max_batch_size=config.max_batch_size, max_waiting=config.max_waiting,
-        )
-    raise KnowlmError(f"unknown backend {config.backend!r}; choose hf or vllm")
+    return make_backend(config.backend, config.model, config.adapters, config.engine_options())
 
 
 def build_service(config: ServeConfig, engine=None) -> Service:

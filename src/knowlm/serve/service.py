@@ -17,15 +17,7 @@ from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
 from knowlm.infer.backends import GenerationRequest, RequestHandle
 from knowlm.infer.generator import Generation, TemplatePrompts
-
-
-class ApiError(Exception):
-    """An error answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+from knowlm.serve.errors import ApiError
 
 
 @dataclass
@@ -105,46 +97,29 @@ class Service:
         return list(get(target.template).stop)
 
     # -- decoding parameters --------------------------------------------------------------
-    def params(
-        self,
-        *,
-        max_tokens: int | None,
-        default_max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        num_beams: int | None = None,
-        repetition_penalty: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        do_sample: bool | None = None,
-        extra_stop: Sequence[str] = (),
-    ) -> DecodingParams:
-        """Request fields -> checked DecodingParams (limits and value errors become 400)."""
+    def params(self, fields: dict[str, Any], default_max_tokens: int | None = None, extra_stop: Sequence[str] = ()) -> DecodingParams:
+        """A request's decoding fields (``decoding_fields()`` of its schema) -> checked DecodingParams.
+
+        The one place request values meet the server's limits: ``max_tokens`` over the limit, too many
+        stop strings and invalid values are 400s; ``extra_stop`` (the template's turn markers) is added.
+        """
         from knowlm.serve.schemas import MAX_STOP, MAX_STOP_CHARS
 
+        fields = {k: v for k, v in fields.items() if v is not None}
+        max_tokens = fields.pop("max_tokens", None)
         if max_tokens is not None and max_tokens > self.limits.max_tokens:
             raise ApiError(400, f"max_tokens={max_tokens} exceeds this server's limit of {self.limits.max_tokens}")
+        stop = fields.pop("stop", None)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if len(stops) > MAX_STOP or any(len(s) > MAX_STOP_CHARS for s in stops):
             raise ApiError(400, f"stop: at most {MAX_STOP} strings of at most {MAX_STOP_CHARS} characters")
         stops = [s for s in stops if s]
         stops += [s for s in extra_stop if s not in stops]
-        if top_k is not None and top_k < 0:
-            top_k = 0
+        if fields.get("top_k", 0) < 0:
+            fields["top_k"] = 0
         limit = default_max_tokens or self.limits.default_max_tokens
         try:
-            return DecodingParams(max_new_tokens=min(limit, self.limits.max_tokens)).updated(
-                max_new_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                num_beams=num_beams,
-                repetition_penalty=repetition_penalty,
-                stop=stops,
-                seed=seed,
-                do_sample=do_sample,
-            )
+            return DecodingParams(max_new_tokens=min(limit, self.limits.max_tokens)).updated(max_new_tokens=max_tokens, stop=stops, **fields)
         except KnowlmError as exc:
             raise ApiError(400, str(exc)) from None
 

@@ -14,7 +14,8 @@ from typing import Iterator
 
 from knowlm.errors import KnowlmError
 from knowlm.decoding import DecodingParams
-from knowlm.serve.service import ApiError, Service
+from knowlm.serve.errors import ApiError
+from knowlm.serve.service import Service
 
 TABLE_HEADERS = ["kind", "type / relation", "text / head / trigger", "tail / arguments"]
 
