@@ -48,6 +48,7 @@ class GenerationRequest:
     params: DecodingParams = field(default_factory=DecodingParams)
     adapter: str | None = None  # LoRA adapter name; None = base model
     processors: list | None = None  # HF-style logits processors for this one prompt (constrained decoding)
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives
     request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
 
 
@@ -62,6 +63,7 @@ class Event:
     prompt_tokens: int = 0
     error: str | None = None
     status: int = 500  # HTTP status to use when error is set
+    logprobs: list | None = None  # (token id, logprob, [(id, logprob), ...]) of the tokens since the last event
 
 
 class RequestHandle:
@@ -80,6 +82,7 @@ class RequestHandle:
         self._aqueue: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
         self._queue: queue.Queue = queue.Queue()
         self._text: list[str] = []
+        self._logprobs: list | None = [] if request.logprobs is not None else None
         self.final: Event | None = None
 
     @property
@@ -96,6 +99,8 @@ class RequestHandle:
             return
         if event.text:
             self._text.append(event.text)
+        if event.logprobs and self._logprobs is not None:
+            self._logprobs.extend(event.logprobs)
         if event.finished or event.error:
             self.final = event
             self.done.set()
@@ -138,6 +143,7 @@ class RequestHandle:
             num_tokens=final.num_tokens,
             finish_reason=final.finish_reason or "stop",
             prompt_tokens=self.prompt_tokens,
+            logprobs=self._logprobs,
         )
 
     def result(self) -> Generation:
@@ -168,6 +174,10 @@ class Backend(Protocol):
     def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
 
     def stats(self) -> dict: ...
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from knowlm.decoding import DecodingParams
+from knowlm.errors import KnowlmError
 from knowlm.infer.generator import Generation, ProcessorFactory, TemplatePrompts
 
 
@@ -44,6 +45,18 @@ class Generator(TemplatePrompts):
     def device(self):
         return next(self.model.parameters()).device
 
+    @property
+    def eos_ids(self) -> list[int]:
+        """EOS of the tokenizer and of the model's generation config (some models list several)."""
+        ids = set()
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (gen_eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(int(v) for v in value)
+        return sorted(ids)
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -55,8 +68,9 @@ class Generator(TemplatePrompts):
         import torch
 
         params = (params or DecodingParams()).validate()
+        check_token_ids(params, self.vocab_size)
         if params.seed is not None:
-            torch.manual_seed(params.seed)
+            torch.manual_seed(params.seed % 2**64)  # beam sampling draws from torch's generator
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
         results: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -72,40 +86,40 @@ class Generator(TemplatePrompts):
 
     def _generate_batch(self, prompts: list[str], params: DecodingParams, processors) -> list[Generation]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import LogitsProcessorList
+
+        from knowlm.infer.sampling import RowError, answer_tokens, generation_setup
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
-        eos = self.tokenizer.eos_token_id
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=params.sampling,
-            temperature=params.temperature if params.sampling else None,
-            top_p=params.top_p if params.sampling else None,
-            top_k=params.top_k if params.sampling else None,
-            num_beams=params.num_beams,
-            repetition_penalty=params.repetition_penalty,
-            eos_token_id=eos,
-            pad_token_id=self.tokenizer.pad_token_id,
-            bos_token_id=self.tokenizer.bos_token_id,
-            stop_strings=list(params.stop) or None,
-        )
-        kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
-        if processors:
-            kwargs["logits_processor"] = LogitsProcessorList(processors)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, generation_config=config, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        width = enc["input_ids"].shape[1]
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        starts = [width - int(n) for n in prompt_lengths]
+        eos_ids = self.eos_ids
+        config, own = generation_setup(params, starts, width, eos_ids, self.tokenizer.pad_token_id, self.device)
+        config.stop_strings = list(params.stop) or None
+        kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
+        if processors or own:  # the request's processors (grammar masks) first, then the token choice
+            kwargs["logits_processor"] = LogitsProcessorList(list(processors or []) + own)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**enc, generation_config=config, **kwargs)
+        except RowError as exc:
+            raise KnowlmError(exc.message) from None
         results = []
-        for row, prompt_len in zip(new_tokens.tolist(), prompt_lengths):
-            hit_eos = eos in row
-            if hit_eos:
-                row = row[: row.index(eos)]
-            else:
+        for row, prompt_len in zip(out[:, width:].tolist(), prompt_lengths):
+            row, ended = answer_tokens(row, eos_ids, params)
+            if not ended:
                 while row and row[-1] == self.tokenizer.pad_token_id:  # padding after a stop string
                     row.pop()
             text = self.tokenizer.decode(row, skip_special_tokens=True)
             text, hit_stop = cut_at_stop(text, params.stop)
-            finish = "stop" if hit_eos or hit_stop else "length"
+            finish = "stop" if ended or hit_stop else "length"
             results.append(Generation(text=text, num_tokens=len(row), finish_reason=finish, prompt_tokens=int(prompt_len)))
         return results
+
+
+def check_token_ids(params: DecodingParams, vocab_size: int) -> None:
+    """Token ids in ``stop_token_ids`` and ``logit_bias`` must exist in the model's vocabulary."""
+    bad = [t for t in [*params.stop_token_ids, *params.logit_bias] if t >= vocab_size]
+    if bad:
+        raise KnowlmError(f"token id {bad[0]} is outside the vocabulary (size {vocab_size})")
