@@ -24,7 +24,7 @@ def live_server(tiny_model, tiny_model_dir):
 
     model, tokenizer = tiny_model
     engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16, max_waiting=64, num_threads=1))
-    limits = ServeLimits(max_body_bytes=20_000, max_tokens=24, default_max_tokens=16, completion_default_max_tokens=8)
+    limits = ServeLimits(max_body_bytes=20_000, max_tokens=40, default_max_tokens=16, completion_default_max_tokens=8)
     service = Service.from_engine(engine, str(tiny_model_dir), limits=limits)
     server = BackgroundServer(create_app(service, graceful_timeout=5)).start()
     yield server.url, service

@@ -102,7 +102,7 @@ def test_extract_returns_the_records_the_library_extracts(live_server, tiny_mode
         assert validate(reply.json()) == expected
     assert reply.json()["id"] == ("0" if "constrained" in cases[-1] else "d1")
     bad = httpx.post(f"{url}/extract", json={"text": "x", "task": "ee", "schema": [5]}, timeout=30)
-    assert bad.status_code == 422 and bad.json()["error"].startswith("invalid request: schema")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("invalid request: schema")
     empty = httpx.post(f"{url}/extract", json={"text": "x", "task": "ner", "schema": []}, timeout=30)
     assert (empty.status_code, empty.json()) == (400, {"error": "bad schema: schema: expected a non-empty list of type names"})
 
@@ -111,20 +111,20 @@ def test_limits_and_malformed_requests_get_4xx_json(live_server):
     url, _ = live_server
     post = lambda path, **kw: httpx.post(f"{url}{path}", timeout=30, **kw)  # noqa: E731
     cases = [
-        (post("/generate", content=b"{not json", headers={"content-type": "application/json"}), 422),
-        (post("/generate", json={"input": "no instruction"}), 422),
-        (post("/generate", json={"instruction": "x", "parameters": {"top_p": 0}}), 422),
-        (post("/generate", json={"instruction": "x", "parameters": {"max_tokens": 25}}), 400),  # over the server's limit
+        (post("/generate", content=b"{not json", headers={"content-type": "application/json"}), 400),
+        (post("/generate", json={"input": "no instruction"}), 400),
+        (post("/generate", json={"instruction": "x", "parameters": {"top_p": 0}}), 400),
+        (post("/generate", json={"instruction": "x", "parameters": {"max_tokens": 41}}), 400),  # over the server's limit
         (post("/generate", json={"instruction": "x", "parameters": {"do_sample": True, "temperature": 0}}), 400),
-        (post("/generate", json={"instruction": "x", "parameters": {"bogus": 1}}), 422),
+        (post("/generate", json={"instruction": "x", "parameters": {"bogus": 1}}), 400),
         (post("/generate", json={"instruction": "x" * 30_000}), 413),  # body limit (20 kB here)
         (post("/generate", content=iter([b'{"instruction": "', b"y" * 25_000, b'"}']), headers={"content-type": "application/json"}), 413),  # chunked
-        (post("/v1/chat/completions", json={"messages": []}), 422),
-        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 2}), 422),
-        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "presence_penalty": 1}), 400),
-        (post("/v1/completions", json={"prompt": ["a", "b"]}), 400),
+        (post("/v1/chat/completions", json={"messages": []}), 400),
+        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 9}), 400),
+        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}), 400),
+        (post("/v1/completions", json={"prompt": [[1, 2]]}), 400),
         (post("/v1/completions", json={"prompt": "a", "model": "nope"}), 404),
-        (post("/extract", json={"text": "x", "task": "sentiment", "schema": ["a"]}), 422),
+        (post("/extract", json={"text": "x", "task": "sentiment", "schema": ["a"]}), 400),
         (httpx.get(f"{url}/no/such/route"), 404),
         (httpx.get(f"{url}/generate"), 405),
     ]

@@ -39,6 +39,7 @@ class ServeConfig:
     graceful_timeout: float = 30.0
     limits: ServeLimits = field(default_factory=ServeLimits)
     log_level: str = "info"
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call the API ("*": any)
 
     def engine_options(self):
         from knowlm.infer.backends import EngineOptions
@@ -79,7 +80,7 @@ def build_service(config: ServeConfig, engine=None) -> Service:
 def build_app(config: ServeConfig, engine=None):
     from knowlm.serve.app import create_app
 
-    return create_app(build_service(config, engine), api_key=config.api_key, graceful_timeout=config.graceful_timeout)
+    return create_app(build_service(config, engine), api_key=config.api_key, graceful_timeout=config.graceful_timeout, cors_origins=config.cors_origins)
 
 
 def is_loopback(host: str) -> bool:

@@ -9,9 +9,9 @@ running backend (HF or vLLM), so the extraction layer runs unchanged on a live s
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
@@ -38,6 +38,9 @@ class Target:
     template: str
 
 
+SEED_STRIDE = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices over the 64-bit range
+
+
 class Service:
     def __init__(self, engine, targets: dict[str, Target], default: str, limits: ServeLimits | None = None):
         self.engine = engine
@@ -46,6 +49,7 @@ class Service:
         self.limits = limits or ServeLimits()
         self.started = False
         self.stopping = False
+        self._token_texts: dict[int, tuple[str, list[int]]] = {}
 
     @classmethod
     def from_engine(
@@ -90,6 +94,11 @@ class Service:
 
         return render(target.template, instruction, input, system, history)
 
+    def chat_prompt(self, target: Target, messages: Sequence[Any]) -> str:
+        """OpenAI chat messages -> the prompt in the target's template."""
+        system, history, question = chat_to_turns(messages)
+        return self.prompt(target, question, "", system, history)
+
     @staticmethod
     def template_stops(target: Target) -> list[str]:
         from knowlm.models.templates import get
@@ -124,7 +133,7 @@ class Service:
             raise ApiError(400, str(exc)) from None
 
     # -- submitting -----------------------------------------------------------------------
-    def submit(self, target: Target, prompt: str, params: DecodingParams, loop=None, processors=None) -> RequestHandle:
+    def submit(self, target: Target, prompt: str, params: DecodingParams, loop=None, processors=None, logprobs: int | None = None) -> RequestHandle:
         if self.stopping:
             raise ApiError(503, "server is shutting down")
         limit = self.limits.max_prompt_tokens
@@ -132,8 +141,59 @@ class Service:
             count = self.engine.count_tokens(prompt)
             if count > limit:
                 raise ApiError(400, f"prompt has {count} tokens; this server accepts at most {limit}")
-        request = GenerationRequest(prompt=prompt, params=params, adapter=target.adapter, processors=processors)
+        request = GenerationRequest(prompt=prompt, params=params, adapter=target.adapter, processors=processors, logprobs=logprobs)
         return self.engine.submit(request, loop=loop)
+
+    def submit_choices(self, target: Target, prompts: Sequence[str], params: DecodingParams, n: int = 1, loop=None,
+                       processors: Callable[[], list] | None = None, logprobs: int | None = None) -> list[RequestHandle]:
+        """``n`` answers to each prompt (choice ``i * n + j``), all decoded in the shared batch.
+
+        Choice ``j`` of a seeded request uses its own seed derived from the request's (``j == 0``: the
+        seed itself), so choices differ yet the whole answer reproduces. ``processors`` builds fresh
+        logits processors per choice (grammar matchers are single-use). If one submission is refused,
+        the ones already queued are cancelled.
+        """
+        handles: list[RequestHandle] = []
+        try:
+            for prompt in prompts:
+                for j in range(n):
+                    choice = params if j == 0 or params.seed is None else replace(params, seed=(params.seed + j * SEED_STRIDE) % 2**64)
+                    handles.append(self.submit(target, prompt, choice, loop, processors() if processors else None, logprobs))
+        except BaseException:
+            for handle in handles:
+                handle.cancel()
+            raise
+        return handles
+
+    # -- tokens ---------------------------------------------------------------------------
+    def token_text(self, token_id: int) -> tuple[str, list[int]]:
+        """How one token reads on its own, and its UTF-8 bytes (logprobs): SentencePiece's word marker is a
+        space; a byte-fallback piece (``<0xE6>``) is its byte, which alone may be no character (U+FFFD)."""
+        known = self._token_texts.get(token_id)
+        if known is None:
+            piece = self.engine.tokenizer.convert_ids_to_tokens(token_id) or ""
+            if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+                raw = bytes([int(piece[3:5], 16)])
+                known = (raw.decode("utf-8", "replace"), list(raw))
+            else:
+                text = piece.replace("\u2581", " ")
+                known = (text, list(text.encode("utf-8")))
+            self._token_texts[token_id] = known
+        return known
+
+    def json_processors(self, schema: dict | None) -> Callable[[], list]:
+        """Fresh grammar processors forcing JSON that matches ``schema`` (None: any JSON object), built with
+        the same xgrammar machinery as ``knowlm extract --constrained``; a schema that cannot be compiled is a 400."""
+        from knowlm.ie.constrained import CACHE, make_processor
+
+        tokenizer, vocab = self.engine.tokenizer, self.engine.vocab_size
+        try:
+            grammar = CACHE.grammar(tokenizer, vocab, schema if schema is not None else {"type": "object"}, strict=schema is not None)
+        except KnowlmError as exc:
+            raise ApiError(400, str(exc)) from None
+        except Exception as exc:  # xgrammar's own error for a schema it cannot compile
+            raise ApiError(400, f"response_format: the JSON schema cannot be used: {str(exc).splitlines()[0][:200]}") from None
+        return lambda: [make_processor([grammar])]
 
     def generator(self, target: Target, cancel: threading.Event | None = None) -> "EngineGenerator":
         return EngineGenerator(self, target, cancel)
@@ -197,11 +257,7 @@ def chat_to_turns(messages: Sequence[Any]) -> tuple[str | None, list[tuple[str, 
     system_parts: list[str] = []
     turns: list[list[str]] = []  # [role, text]
     for message in messages:
-        role, content = message.role, message.content
-        if isinstance(content, list):
-            text = "".join(part.text for part in content)
-        else:
-            text = content or ""
+        role, text = message.role, message.text()
         if role in ("system", "developer"):
             system_parts.append(text)
             continue

@@ -9,7 +9,7 @@ import threading
 from fastapi import APIRouter, Depends, Request
 
 from knowlm.errors import KnowlmError
-from knowlm.serve.errors import ApiError
+from knowlm.serve.errors import ApiError, error_responses
 from knowlm.serve.routes.common import await_or_cancel, get_service
 from knowlm.serve.schemas import MAX_SCHEMA_ITEMS, ExtractRequest
 from knowlm.serve.service import Service
@@ -17,7 +17,8 @@ from knowlm.serve.service import Service
 router = APIRouter(tags=["extraction"])
 
 
-@router.post("/extract", summary="Knowledge extraction (NER / RE / EE) -> an IE record")
+@router.post("/extract", summary="Knowledge extraction (NER, RE, EE, EET, EEA, SPO) -> an IE record",
+             responses=error_responses(400, 401, 404, 413, 429, 500, 503))
 async def extract(body: ExtractRequest, request: Request, service: Service = Depends(get_service)):
     from knowlm.decoding import preset
     from knowlm.ie.extract import extract_texts

@@ -1,4 +1,4 @@
-"""Operations: liveness, Prometheus metrics, the served models."""
+"""Operations: liveness, Prometheus metrics, the served models, the server's version."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
+from knowlm.serve.errors import error_responses
 from knowlm.serve.routes.common import get_service
 from knowlm.serve.service import Service
 
@@ -19,7 +20,8 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/metrics", summary="Prometheus text, or JSON with ?format=json")
+@router.get("/metrics", summary="Prometheus text, or JSON with ?format=json",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {}}}, **error_responses(400, 401)})
 async def metrics(request: Request, format: Literal["prometheus", "json"] = "prometheus", service: Service = Depends(get_service)):
     counters = request.app.state.metrics
     stats = service.engine.stats()
@@ -28,7 +30,7 @@ async def metrics(request: Request, format: Literal["prometheus", "json"] = "pro
     return PlainTextResponse(counters.prometheus(stats), media_type="text/plain; version=0.0.4")
 
 
-@router.get("/v1/models", summary="The base model and every LoRA adapter")
+@router.get("/v1/models", summary="The base model and every LoRA adapter", responses=error_responses(401, openai=True))
 async def models(service: Service = Depends(get_service)) -> dict:
     created = int(time.time())
     return {
@@ -38,3 +40,10 @@ async def models(service: Service = Depends(get_service)) -> dict:
             for name in service.model_names()
         ],
     }
+
+
+@router.get("/version", summary="The knowlm version serving", responses=error_responses(401))
+async def version() -> dict:
+    from knowlm import __version__
+
+    return {"version": __version__}
