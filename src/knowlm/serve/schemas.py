@@ -49,9 +49,10 @@ def lone_surrogate_at(value: Any, path: str = "") -> str | None:
 
 
 class Body(BaseModel):
-    """A request body: unknown fields are refused by name, and text must be valid Unicode."""
+    """A request body: unknown fields are refused by name, values must have their documented JSON type
+    (no ``true`` for a number, no ``"5"`` for an integer), and text must be valid Unicode."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @model_validator(mode="before")
     @classmethod
