@@ -34,7 +34,7 @@ from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
 from knowlm.infer import kv_cache
 from knowlm.infer.backends import BackendError, EngineStoppedError, Event, GenerationRequest, PromptTooLongError, QueueFullError, RequestHandle
-from knowlm.infer.engine import check_token_ids, cut_at_stop
+from knowlm.infer.engine import check_token_ids, cut_at_stop, streamable_prefix
 from knowlm.infer.sampling import RowError, hold_back_ids, next_token, row_generator, token_logprobs
 from knowlm.infer.solo import SoloRunner
 from knowlm.models.loading import prepare_tokenizer
@@ -69,18 +69,6 @@ class _Row:
     emitted: int = 0  # characters of text already streamed
     length: int = 0  # real (non-padding) tokens in this row's KV cache
     logprobs: list = field(default_factory=list)  # (token, logprob, top) not yet sent
-
-
-def _hold_back(text: str, stops: list[str]) -> int:
-    """How much of ``text`` is safe to stream: not a half-decoded character, not a possible stop-string start."""
-    end = len(text.rstrip("\ufffd"))
-    keep = end
-    for stop in stops:
-        for k in range(min(len(stop) - 1, end), 0, -1):
-            if text[:end].endswith(stop[:k]):
-                keep = min(keep, end - k)
-                break
-    return keep
 
 
 class BatchingEngine:
@@ -346,7 +334,7 @@ class BatchingEngine:
             if reason is None and (len(row.generated) >= row.params.max_new_tokens or row.length + 1 >= self.max_context):
                 reason = "length"
             if reason is None:
-                safe = _hold_back(self._stable_text(row.generated, text), row.params.stop)
+                safe = streamable_prefix(self._stable_text(row.generated, text), row.params.stop)
                 if safe > row.emitted or row.logprobs:
                     row.handle.push(Event(text=text[row.emitted : safe], num_tokens=len(row.generated), prompt_tokens=len(row.prompt_ids), logprobs=self._take_logprobs(row)))
                     row.emitted = max(row.emitted, safe)

@@ -8,7 +8,7 @@ prompt (the extraction layer uses it for schema-constrained JSON).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
@@ -19,6 +19,18 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Text before the earliest stop string, and whether one was found."""
     cuts = [text.find(s) for s in stop if s and s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def streamable_prefix(text: str, stops: Sequence[str]) -> int:
+    """How much of ``text`` is safe to stream: not a half-decoded character, not a possible stop-string start."""
+    end = len(text.rstrip("\ufffd"))
+    keep = end
+    for stop in stops:
+        for k in range(min(len(stop) - 1, end), 0, -1):
+            if text[:end].endswith(stop[:k]):
+                keep = min(keep, end - k)
+                break
+    return keep
 
 
 class Generator(TemplatePrompts):
@@ -84,7 +96,19 @@ class Generator(TemplatePrompts):
                 results[index] = generation
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts: list[str], params: DecodingParams, processors) -> list[Generation]:
+    def stream(self, prompt: str, params: DecodingParams | None, on_text: Callable[[str], None]) -> Generation:
+        """Generate one answer, passing each new piece of text to ``on_text`` as soon as it is final (no
+        half characters, nothing that may turn out to be a stop string). A KeyboardInterrupt (Ctrl-C)
+        raised meanwhile stops the generation and propagates to the caller."""
+        params = (params or DecodingParams()).validate()
+        check_token_ids(params, self.vocab_size)
+        streamer = _TextStreamer(self.tokenizer, params.stop, on_text)
+        result = self._generate_batch([prompt], params, None, streamer)[0]
+        if len(result.text) > streamer.emitted:
+            on_text(result.text[streamer.emitted :])
+        return result
+
+    def _generate_batch(self, prompts: list[str], params: DecodingParams, processors, streamer=None) -> list[Generation]:
         import torch
         from transformers import LogitsProcessorList
 
@@ -98,6 +122,8 @@ class Generator(TemplatePrompts):
         config, own = generation_setup(params, starts, width, eos_ids, self.tokenizer.pad_token_id, self.device)
         config.stop_strings = list(params.stop) or None
         kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
+        if streamer is not None:
+            kwargs["streamer"] = streamer
         if processors or own:  # the request's processors (grammar masks) first, then the token choice
             kwargs["logits_processor"] = LogitsProcessorList(list(processors or []) + own)
         try:
@@ -123,3 +149,27 @@ def check_token_ids(params: DecodingParams, vocab_size: int) -> None:
     bad = [t for t in [*params.stop_token_ids, *params.logit_bias] if t >= vocab_size]
     if bad:
         raise KnowlmError(f"token id {bad[0]} is outside the vocabulary (size {vocab_size})")
+
+
+class _TextStreamer:
+    """A transformers streamer (``put`` / ``end``) that hands finished text to a callback."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], on_text: Callable[[str], None]):
+        self.tokenizer, self.stops, self.on_text = tokenizer, list(stops), on_text
+        self.ids: list[int] = []
+        self.prompt_seen = False
+        self.emitted = 0
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        safe = streamable_prefix(cut_at_stop(text, self.stops)[0], self.stops)
+        if safe > self.emitted:
+            self.on_text(text[self.emitted : safe])
+            self.emitted = safe
+
+    def end(self) -> None:
+        pass
