@@ -29,14 +29,15 @@ import time
 from collections import Counter, deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
 from knowlm.infer import kv_cache
 from knowlm.infer.backends import BackendError, EngineStoppedError, Event, GenerationRequest, PromptTooLongError, QueueFullError, RequestHandle
-from knowlm.infer.engine import check_token_ids, cut_at_stop, streamable_prefix
+from knowlm.infer.engine import byte_token_ids, check_token_ids, cut_at_stop, eos_token_ids, stable_text, streamable_prefix
 from knowlm.infer.sampling import RowError, hold_back_ids, next_token, row_generator, token_logprobs
-from knowlm.infer.solo import SoloRunner
+from knowlm.infer.solo import SoloRunner, run_beam
 from knowlm.models.loading import prepare_tokenizer
 
 log = logging.getLogger("knowlm.infer.batching")
@@ -84,19 +85,19 @@ class BatchingEngine:
         self.adapters = list(self.adapter_paths)
         prepare_tokenizer(tokenizer)
         self.pad_id = tokenizer.pad_token_id
-        self.eos_ids = self._eos_ids()
-        self._byte_ids = _byte_token_ids(tokenizer)
+        self.eos_ids = set(eos_token_ids(model, tokenizer))
+        self._byte_ids = byte_token_ids(tokenizer)
         self.max_context = int(self.config.max_context or getattr(model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(getattr(model.config, "vocab_size", None) or len(tokenizer))
-        self._router = None
+        self.router = None
         if hasattr(model, "peft_config"):
             from knowlm.infer.adapters import AdapterRouter
 
-            self._router = AdapterRouter(model)
+            self.router = AdapterRouter(model)
         self._tok_lock = threading.Lock()
         self._cond = threading.Condition()
         self._waiting: deque[tuple[GenerationRequest, RequestHandle, list[int]]] = deque()
-        self._solo = SoloRunner(self._run_beam, self.config.solo_workers, self.config.max_solo_waiting, self.config.num_threads)
+        self._solo = SoloRunner(partial(run_beam, self), self.config.solo_workers, self.config.max_solo_waiting, self.config.num_threads)
         self._accepting = True
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -134,16 +135,6 @@ class BatchingEngine:
         if adapters:
             lm = load_adapters(lm, adapters)
         return cls(lm, tokenizer, EngineConfig(**config), adapter_paths=adapters)
-
-    def _eos_ids(self) -> set[int]:
-        ids = set()
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for value in (gen_eos, self.tokenizer.eos_token_id):
-            if isinstance(value, int):
-                ids.add(value)
-            elif value:
-                ids.update(int(v) for v in value)
-        return ids
 
     # -- public interface -----------------------------------------------------------------
     def start(self) -> "BatchingEngine":
@@ -273,13 +264,14 @@ class BatchingEngine:
         if new:
             self._prefill(new)
 
-    def _adapters(self, adapters: list[str | None]):
-        return self._router.rows(adapters) if self._router is not None else nullcontext()
+    def adapter_rows(self, adapters: str | list[str | None] | None):
+        """Forward passes in this block (this thread) use these adapters per row (see AdapterRouter)."""
+        return self.router.rows(adapters) if self.router is not None else nullcontext()
 
     def _forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None]):
         import torch
 
-        with self._adapters(adapters), torch.inference_mode():
+        with self.adapter_rows(adapters), torch.inference_mode():
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
         return out.logits[:, -1, :].float(), out.past_key_values
 
@@ -287,7 +279,7 @@ class BatchingEngine:
         import torch
         from transformers import DynamicCache
 
-        device = self._device()
+        device = self.device()
         width = max(len(ids) for _, _, ids in items)
         input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(items), width), dtype=torch.long)
@@ -334,7 +326,7 @@ class BatchingEngine:
             if reason is None and (len(row.generated) >= row.params.max_new_tokens or row.length + 1 >= self.max_context):
                 reason = "length"
             if reason is None:
-                safe = streamable_prefix(self._stable_text(row.generated, text), row.params.stop)
+                safe = streamable_prefix(stable_text(self.tokenizer, self._byte_ids, row.generated, text), row.params.stop)
                 if safe > row.emitted or row.logprobs:
                     row.handle.push(Event(text=text[row.emitted : safe], num_tokens=len(row.generated), prompt_tokens=len(row.prompt_ids), logprobs=self._take_logprobs(row)))
                     row.emitted = max(row.emitted, safe)
@@ -374,19 +366,6 @@ class BatchingEngine:
             return "eos"
         row.generated.append(token)
         return "stop" if token in row.params.stop_token_ids else None
-
-    def _stable_text(self, generated: list[int], text: str) -> str:
-        """The part of ``text`` later tokens cannot change.
-
-        A run of byte-fallback tokens (``<0xE6>``...) decodes to one character when it is valid
-        UTF-8 and to one U+FFFD per byte when it is not, so a trailing run is not final yet.
-        """
-        start = len(generated)
-        while start > 0 and generated[start - 1] in self._byte_ids:
-            start -= 1
-        if start == len(generated):
-            return text
-        return self.tokenizer.decode(generated[:start], skip_special_tokens=True)
 
     def _choose_tokens(self) -> tuple[list[int], dict[int, RowError]]:
         """The next token of every row, each with its own decoding parameters; rows that cannot go on."""
@@ -434,37 +413,7 @@ class BatchingEngine:
         row.handle.push(Event(error=error.message, status=error.status, num_tokens=len(row.generated), prompt_tokens=len(row.prompt_ids)))
         self.failed_requests += 1
 
-    def _run_beam(self, request: GenerationRequest, handle: RequestHandle, ids: list[int]) -> None:
-        """Beam search (on a solo worker thread): one ``model.generate``, stopped early if the client leaves."""
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
-
-        from knowlm.infer.sampling import answer_tokens, generation_setup
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), handle.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
-
-        p = request.params
-        device = self._device()
-        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-        config, own = generation_setup(p, [0], len(ids), sorted(self.eos_ids), self.pad_id, device, max_new_tokens=min(p.max_new_tokens, self.max_context - len(ids)))
-        model = self.model.get_base_model() if self._router is not None else self.model  # LoRA layers route by thread
-        if not handle.cancelled.is_set():
-            with self._adapters(request.adapter), torch.inference_mode():
-                out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
-                                     logits_processor=LogitsProcessorList(own), stopping_criteria=StoppingCriteriaList([Cancelled()]))
-        if handle.cancelled.is_set():
-            handle.push(Event(finished=True, finish_reason="cancelled", prompt_tokens=len(ids)))
-            self.cancelled_requests += 1
-            return
-        row, ended = answer_tokens(out[0, len(ids) :].tolist(), sorted(self.eos_ids), p)
-        text, hit_stop = cut_at_stop(self.decode(row), p.stop)
-        self.generated_tokens += len(row)
-        handle.push(Event(text=text, num_tokens=len(row), finished=True, finish_reason="stop" if ended or hit_stop else "length", prompt_tokens=len(ids)))
-        self.finished_requests += 1
-
-    def _device(self):
+    def device(self):
         return next(self.model.parameters()).device
 
     def _fail_rows(self, message: str, status: int = 500) -> None:
@@ -478,12 +427,3 @@ class BatchingEngine:
             waiting, self._waiting = list(self._waiting), deque()
         for _, handle, ids in waiting:
             handle.push(Event(error=message, status=503, prompt_tokens=len(ids)))
-
-
-def _byte_token_ids(tokenizer) -> frozenset[int]:
-    """Ids of SentencePiece byte-fallback pieces (``<0x0A>``): their text depends on their neighbours."""
-    import re
-
-    pattern = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
-    vocab = tokenizer.get_vocab()
-    return frozenset(i for piece, i in vocab.items() if pattern.match(piece))

@@ -33,6 +33,40 @@ def streamable_prefix(text: str, stops: Sequence[str]) -> int:
     return keep
 
 
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """EOS of the tokenizer and of the model's generation config (some models list several)."""
+    ids = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (gen_eos, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+def byte_token_ids(tokenizer) -> frozenset[int]:
+    """Ids of SentencePiece byte-fallback pieces (``<0x0A>``): their text depends on their neighbours."""
+    import re
+
+    pattern = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+    return frozenset(i for piece, i in tokenizer.get_vocab().items() if pattern.match(piece))
+
+
+def stable_text(tokenizer, byte_ids: frozenset[int], generated: Sequence[int], text: str) -> str:
+    """The part of ``text`` (the decoded ``generated``) that later tokens cannot change.
+
+    A run of byte-fallback tokens (``<0xE6>``...) decodes to one character when it is valid UTF-8
+    and to one U+FFFD per byte when it is not, so a trailing run is not final yet.
+    """
+    start = len(generated)
+    while start > 0 and generated[start - 1] in byte_ids:
+        start -= 1
+    if start == len(generated):
+        return text
+    return tokenizer.decode(list(generated[:start]), skip_special_tokens=True)
+
+
 class Generator(TemplatePrompts):
     """The Hugging Face :class:`~knowlm.infer.generator.TextGenerator`: shared by the CLI, case runner,
     extraction and evaluation. Build it with :func:`knowlm.infer.load_generator`, which resolves the
@@ -59,15 +93,7 @@ class Generator(TemplatePrompts):
 
     @property
     def eos_ids(self) -> list[int]:
-        """EOS of the tokenizer and of the model's generation config (some models list several)."""
-        ids = set()
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for value in (gen_eos, self.tokenizer.eos_token_id):
-            if isinstance(value, int):
-                ids.add(value)
-            elif value:
-                ids.update(int(v) for v in value)
-        return sorted(ids)
+        return eos_token_ids(self.model, self.tokenizer)
 
     def generate(
         self,
@@ -156,6 +182,7 @@ class _TextStreamer:
 
     def __init__(self, tokenizer, stops: Sequence[str], on_text: Callable[[str], None]):
         self.tokenizer, self.stops, self.on_text = tokenizer, list(stops), on_text
+        self.byte_ids = byte_token_ids(tokenizer)
         self.ids: list[int] = []
         self.prompt_seen = False
         self.emitted = 0
@@ -166,7 +193,7 @@ class _TextStreamer:
             return
         self.ids.extend(int(t) for t in value.reshape(-1).tolist())
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        safe = streamable_prefix(cut_at_stop(text, self.stops)[0], self.stops)
+        safe = streamable_prefix(stable_text(self.tokenizer, self.byte_ids, self.ids, cut_at_stop(text, self.stops)[0]), self.stops)
         if safe > self.emitted:
             self.on_text(text[self.emitted : safe])
             self.emitted = safe

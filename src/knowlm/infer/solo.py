@@ -94,3 +94,35 @@ class SoloRunner:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads = []
+
+
+def run_beam(engine, request: GenerationRequest, handle: RequestHandle, ids: list[int]) -> None:
+    """Beam search (on a solo worker thread): one ``model.generate``, stopped early if the client leaves."""
+    import torch
+    from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+    from knowlm.infer.engine import cut_at_stop
+    from knowlm.infer.sampling import answer_tokens, generation_setup
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), handle.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    p = request.params
+    device = engine.device()
+    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+    config, own = generation_setup(p, [0], len(ids), sorted(engine.eos_ids), engine.pad_id, device, max_new_tokens=min(p.max_new_tokens, engine.max_context - len(ids)))
+    model = engine.model.get_base_model() if engine.router is not None else engine.model  # LoRA layers route by thread
+    if not handle.cancelled.is_set():
+        with engine.adapter_rows(request.adapter), torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
+                                 logits_processor=LogitsProcessorList(own), stopping_criteria=StoppingCriteriaList([Cancelled()]))
+    if handle.cancelled.is_set():
+        handle.push(Event(finished=True, finish_reason="cancelled", prompt_tokens=len(ids)))
+        engine.cancelled_requests += 1
+        return
+    row, ended = answer_tokens(out[0, len(ids) :].tolist(), sorted(engine.eos_ids), p)
+    text, hit_stop = cut_at_stop(engine.decode(row), p.stop)
+    engine.generated_tokens += len(row)
+    handle.push(Event(text=text, num_tokens=len(row), finished=True, finish_reason="stop" if ended or hit_stop else "length", prompt_tokens=len(ids)))
+    engine.finished_requests += 1
