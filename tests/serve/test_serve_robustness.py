@@ -92,7 +92,7 @@ def test_beam_search_does_not_stall_others_and_stops_when_its_client_leaves(room
 
     def beam_client():
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(f"{url}/generate", json=beam_body, timeout=3)
+            httpx.post(f"{url}/generate", json=beam_body, timeout=2)
 
     thread = threading.Thread(target=beam_client)
     thread.start()
