@@ -1,4 +1,4 @@
-"""Peak memory and wall time of streaming `recover` and `merge-lora` against whole-model baselines.
+"""Peak memory and wall time of streaming `recover`, `merge-lora` and `export-gguf` against whole-model baselines.
 
 Generates a LLaMA-shaped fp32 checkpoint of >= 2 GB (hidden 2048, ffn 5504, vocab 32000, 8 layers,
 1 GB shards), a fine-tuned copy, knowlm's diff between them and a rank-16 LoRA adapter on every
@@ -9,9 +9,14 @@ RSS comes from ``os.wait4`` (the kernel's ru_maxrss, which counts mapped file pa
   state dicts, ``save_pretrained``.
 - merge-lora, baseline: ``from_pretrained`` the base, ``PeftModel.from_pretrained``,
   ``merge_and_unload()``, ``save_pretrained``.
+- export-gguf ``q4_0`` / ``q5_1`` (gguf-py quantizers, streamed) and ``q4_k_m`` (f16 file, then
+  llama.cpp's ``llama_model_quantize``; needs llama-cpp-python, skipped with a note otherwise),
+  against the load-both recover baseline (the issue's yardstick) and a whole-model export
+  (``from_pretrained``, quantize every tensor in memory, ``GGUFWriter.add_tensor``, write: llama.cpp's
+  converter with ``--no-lazy`` works this way).
 
 Run: .venv/bin/python bench/bench_weights_memory.py [--layers 8] [--workdir DIR]
-Last line: ``weights_peak_rss_ratio: R`` (the larger of the two streaming/baseline peak-RSS ratios).
+Last line: ``weights_peak_rss_ratio: R`` (the largest streaming / load-both-baseline peak-RSS ratio).
 """
 
 from __future__ import annotations
@@ -71,6 +76,10 @@ def generate(work: Path, layers: int) -> dict:
         del b
     wb.close(), wt.close()
     write_config(base, layers), write_config(target, layers)
+    from knowlm.models.tiny import train_sentencepiece
+    from knowlm.resources import iter_corpus
+
+    (base / "tokenizer.model").write_bytes(train_sentencepiece(doc["text"] for doc in iter_corpus()))  # GGUF needs a vocabulary
     started = time.perf_counter()
     diff_summary = make_diff(base, target, work / "diff", max_shard_size="1GB")
     diff_seconds = time.perf_counter() - started
@@ -106,6 +115,31 @@ def child(kind: str, work: Path, layers: int = 8) -> None:
         from knowlm.weights import merge_lora
 
         merge_lora(work / "base", work / "adapter", out, max_shard_size="1GB")
+    elif kind.startswith("stream-gguf-"):
+        from knowlm.weights import export_gguf
+
+        export_gguf(work / "base", out.with_suffix(".gguf"), type=kind.rsplit("-", 1)[1])
+    elif kind == "baseline-gguf-q4_0":
+        import gguf
+        import numpy as np
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from knowlm.weights.gguf_export import permute_for_gguf
+
+        model = AutoModelForCausalLM.from_pretrained(str(work / "base"), dtype=torch.float32)
+        writer = gguf.GGUFWriter(str(out.with_suffix(".gguf")), "llama")
+        tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
+        for name, tensor in model.state_dict().items():
+            data = tensor.numpy()
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                data = permute_for_gguf(data, HEADS)
+            qtype = gguf.GGMLQuantizationType.Q4_0 if data.ndim == 2 else gguf.GGMLQuantizationType.F32
+            writer.add_tensor(tmap.get_name(name, try_suffixes=(".weight",)), gguf.quants.quantize(data, qtype), raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
     elif kind == "baseline-recover":
         import torch
         from transformers import AutoModelForCausalLM
@@ -146,6 +180,7 @@ def measure(kind: str, work: Path, layers: int = 8) -> tuple[float, float]:
     if proc.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{err[-3000:]}")
     shutil.rmtree(work / f"out-{kind}", ignore_errors=True)
+    (work / f"out-{kind}.gguf").unlink(missing_ok=True)
     return usage.ru_maxrss / 1024, seconds
 
 
@@ -166,15 +201,27 @@ def main() -> None:
         print(f"checkpoint: {info['checkpoint_bytes'] / 2**30:.2f} GiB fp32 LLaMA-shaped ({args.layers} layers, hidden {HIDDEN}); "
               f"diff made in {info['diff_seconds']:.1f}s with {info['diff_fixups']} fixup elements")
         results = {}
-        for kind in ("stream-recover", "baseline-recover", "stream-merge", "baseline-merge"):
-            results[kind] = measure(kind, root)
-            print(f"{kind:17s} peak RSS {results[kind][0]:8.0f} MiB   wall {results[kind][1]:6.1f} s", flush=True)
+        kinds = ["stream-recover", "baseline-recover", "stream-merge", "baseline-merge",
+                 "stream-gguf-q4_0", "stream-gguf-q5_1", "baseline-gguf-q4_0"]
+        if subprocess.run([sys.executable, "-c", "import llama_cpp"], capture_output=True).returncode == 0:
+            kinds.append("stream-gguf-q4_k_m")
+        else:
+            print("stream-gguf-q4_k_m: not measured, llama-cpp-python is not installed (q4_0 and q5_1 are)")
+        for kind in kinds:
+            results[kind] = measure(kind, root, args.layers)
+            print(f"{kind:19s} peak RSS {results[kind][0]:8.0f} MiB   wall {results[kind][1]:6.1f} s", flush=True)
         ratios = {}
         for task in ("recover", "merge"):
             (rss_s, t_s), (rss_b, t_b) = results[f"stream-{task}"], results[f"baseline-{task}"]
             ratios[task] = rss_s / rss_b
             print(f"{task}: peak RSS {rss_s:.0f} / {rss_b:.0f} MiB = {rss_s / rss_b:.3f} of baseline; "
                   f"wall {t_s:.1f} / {t_b:.1f} s = {t_s / t_b:.2f}x baseline")
+        rss_load_both, (rss_whole, t_whole) = results["baseline-recover"][0], results["baseline-gguf-q4_0"]
+        for kind in [k for k in kinds if k.startswith("stream-gguf-")]:
+            rss, t = results[kind]
+            ratios[kind] = rss / rss_load_both
+            print(f"export-gguf {kind.rsplit('-', 1)[1]}: peak RSS {rss:.0f} MiB = {rss / rss_load_both:.3f} of the load-both "
+                  f"baseline, {rss / rss_whole:.3f} of the whole-model export ({rss_whole:.0f} MiB); wall {t:.1f} s vs {t_whole:.1f} s")
         print(f"weights_peak_rss_ratio: {max(ratios.values()):.3f}")
     finally:
         shutil.rmtree(root, ignore_errors=True)

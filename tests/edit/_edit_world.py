@@ -17,6 +17,17 @@ PROMPT = "The capital of {} is"
 REPHRASE = "{}'s capital city is"
 
 
+def checksum(model) -> str:
+    """sha256 over every tensor of the state dict: equal iff the weights are bit-identical."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def fact_lines() -> list[str]:
     lines = []
     for s, c in FACTS.items():
@@ -88,3 +99,39 @@ def request(i: int, target: int, locality_subjects=None) -> dict:
         "rephrase_prompts": [REPHRASE.format(s)],
         "locality": [{"prompt": PROMPT.format(o), "answer": FACTS[o]} for o in held_out],
     }
+
+
+def build_gpt2(out: Path, steps: int = 150, seed: int = 0) -> Path:
+    """A tiny GPT-2 (byte-level BPE tokenizer, Conv1D layers) trained for a few seconds on the facts."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    from knowlm.resources import iter_corpus
+
+    texts = fact_lines() * 10 + [d["text"] for d in iter_corpus()][:80]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=True)
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                            unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    eot = tok.eos_token_id
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=4, n_head=4, n_positions=128,
+                                       bos_token_id=eot, eos_token_id=eot, pad_token_id=eot))
+    batch = tok(fact_lines(), return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out

@@ -32,7 +32,8 @@ def world_dir(request, tmp_path_factory) -> Path:
     import torch
 
     digest = hashlib.sha256((Path(__file__).parent / "_edit_world.py").read_bytes()).hexdigest()[:12]
-    cached = Path(request.config.cache.mkdir(f"knowlm-edit-world-{digest}"))
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider: train in a temp dir
+    cached = Path(cache.mkdir(f"knowlm-edit-world-{digest}")) if cache else tmp_path_factory.mktemp("world-cache")
     if (cached / "model" / "config.json").is_file():
         return cached / "model"
     threads = torch.get_num_threads()
@@ -44,6 +45,45 @@ def world_dir(request, tmp_path_factory) -> Path:
     shutil.copytree(model, cached / "model.tmp", dirs_exist_ok=True)
     (cached / "model.tmp").rename(cached / "model")
     return cached / "model"
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(request, tmp_path_factory) -> Path:
+    """The trained tiny GPT-2 (read-only), cached like the LLaMA world."""
+    import hashlib
+
+    from _edit_world import build_gpt2
+
+    digest = hashlib.sha256((Path(__file__).parent / "_edit_world.py").read_bytes()).hexdigest()[:12]
+    cache = getattr(request.config, "cache", None)
+    cached = Path(cache.mkdir(f"knowlm-edit-gpt2-{digest}")) if cache else tmp_path_factory.mktemp("gpt2-cache")
+    if not (cached / "model" / "config.json").is_file():
+        build_gpt2(cached / "model.tmp")
+        (cached / "model.tmp").rename(cached / "model")
+    return cached / "model"
+
+
+@pytest.fixture(scope="session")
+def stats_texts() -> list[str]:
+    """Corpus texts for key statistics: enough tokens for a full-rank second moment."""
+    from knowlm.resources import iter_corpus
+
+    return [d["text"] for d in iter_corpus()][:60]
+
+
+@pytest.fixture(scope="session")
+def stats_corpus(stats_texts, tmp_path_factory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("stats") / "texts.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in stats_texts), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_stats_dir(tmp_path_factory) -> Path:
+    """One statistics cache for the session: entries are keyed by the weights, so tests share them safely."""
+    return tmp_path_factory.mktemp("edit-stats")
 
 
 @pytest.fixture(scope="session")

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import torch
 
-from _edit_world import request
+from _edit_world import checksum, request
 from knowlm.edit import edit
 
 
 def _state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _checksum(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def test_world_model_knows_its_facts(world):
@@ -57,24 +47,24 @@ def test_rome_reliable_local_and_restorable(world, facts_corpus, tmp_path):
 
 def test_rome_targets_single_mode_restores_by_default(world, facts_corpus, tmp_path):
     model, tok = world
-    before = _checksum(model)
+    before = checksum(model)
     result = edit(model, tok, [request(i, (i + 5) % 12) for i in range(3)], method="rome", hparams="tiny",
                   stats_corpus=facts_corpus, stats_dir=tmp_path / "stats")
     post = result.metrics["post"]
     assert post["reliability"] >= 0.9 and post["locality"] >= 0.9
-    assert _checksum(model) == before
+    assert checksum(model) == before
 
 
 def test_memit_batch(world, facts_corpus, tmp_path):
     model, tok = world
-    before = _checksum(model)
+    before = checksum(model)
     reqs = [request(i, (i + 5) % 12) for i in range(4)]
     result = edit(model, tok, reqs, method="memit", hparams="tiny", mode="batch",
                   stats_corpus=facts_corpus, stats_dir=tmp_path / "stats")
     post = result.metrics["post"]
     assert post["reliability"] >= 0.9 and post["locality"] >= 0.9
     assert result.metrics["edited_weights"] == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
-    assert _checksum(model) == before
+    assert checksum(model) == before
 
 
 def test_ft_learns_the_edit_but_disturbs_other_facts(world, facts_corpus, tmp_path):
@@ -89,10 +79,10 @@ def test_ft_learns_the_edit_but_disturbs_other_facts(world, facts_corpus, tmp_pa
 
 def test_ike_edits_without_touching_weights(world):
     model, tok = world
-    before = _checksum(model)
+    before = checksum(model)
     reqs = [request(i, (i + 5) % 12) for i in range(4)]
     result = edit(model, tok, reqs, method="ike", hparams="tiny", mode="batch", k=0)
     assert result.metrics["post"]["reliability"] >= 0.9
     assert result.metrics["edited_weights"] == []
     assert result.contexts[0].startswith("New Fact: The capital of Zorland is")
-    assert _checksum(model) == before
+    assert checksum(model) == before

@@ -129,3 +129,13 @@ def test_gpt2_layer_map_and_restore(tmp_path):
     assert changed == ["transformer.h.0.mlp.c_proj.weight"]
     result.restore()
     assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+
+
+def test_target_joins_the_prompt_as_written():
+    """A space before an English target (as EasyEdit's ``" " + target``), none before a Chinese one (EasyEdit would
+    insert one, which a Chinese model never writes)."""
+    from knowlm.edit.tokens import join
+
+    assert join("The capital of Zorland is", "Pell") == "The capital of Zorland is Pell"
+    assert join("浙江大学位于", "杭州") == "浙江大学位于杭州"
+    assert join("### Response:\n", "Pell") == "### Response:\nPell"

@@ -60,3 +60,34 @@ def test_cli_verify_and_offline_download(cli, tree, tmp_path, monkeypatch):
     assert result.exit_code == 2 and err.startswith("error:") and "offline" in err and "\n" not in err
     with pytest.raises(KnowlmError, match="not available offline"):
         download("zjunlp/OneKE", tmp_path / "dl2", offline=True)
+
+
+def test_readme_fence_lines_are_skipped(tree, tmp_path):
+    root, files = tree
+    lines = [f"{hashlib.md5(data).hexdigest()}  {name}" for name, data in files.items()]
+    card = tmp_path / "md5-block.txt"  # the MD5 block as copied from KnowLM's README, fences included
+    card.write_text("```shell\n" + "\n".join(lines) + "\n```\n")
+    assert sorted(verify_checksums(root, card).verified) == sorted(files)
+    card.write_text("```shell\n" + "\n".join(lines) + "\nnot a checksum\n```\n")
+    with pytest.raises(KnowlmError, match=r"md5-block\.txt:5"):  # other stray lines still fail, with their line number
+        verify_checksums(root, card)
+
+
+def test_unreachable_hub_is_not_blamed_on_offline_settings(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(**kwargs):  # what snapshot_download raises when the hub cannot be reached and nothing is cached
+        raise LocalEntryNotFoundError("An error happened while trying to locate the files on the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(KnowlmError) as info:
+        download("zjunlp/OneKE", tmp_path / "dl")
+    assert "cannot reach the Hugging Face hub" in str(info.value)
+    assert "HF_HUB_OFFLINE" not in str(info.value) and "--offline" not in str(info.value)
+    with pytest.raises(KnowlmError, match=r"not available offline \(--offline was given\)"):
+        download("zjunlp/OneKE", tmp_path / "dl", offline=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(KnowlmError, match=r"not available offline \(HF_HUB_OFFLINE is set\)"):
+        download("zjunlp/OneKE", tmp_path / "dl")

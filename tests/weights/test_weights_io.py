@@ -61,3 +61,75 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}")
     with pytest.raises(KnowlmError, match="not a readable safetensors"):
         Checkpoint(tmp_path)
+
+
+def _rewrite_header(path, edit):
+    """Rewrite a safetensors header in place (same length, padded with spaces) after ``edit(header)``."""
+    data = bytearray(path.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    edit(header)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    assert len(blob) <= n
+    data[8 : 8 + n] = blob + b" " * (n - len(blob))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("command", ["export-gguf", "merge-lora", "export-mindspore", "recover"])
+def test_shape_beyond_byte_range_is_refused_by_every_command(cli, tiny_model_dir, tmp_path, command):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+
+    def grow(header):  # norm weight claims 65 elements over a 64-element byte range
+        header["model.norm.weight"]["shape"] = [65]
+
+    _rewrite_header(model / "model.safetensors", grow)
+    argv = {"export-gguf": ["-m", str(model), "-o", str(tmp_path / "o.gguf")],
+            "merge-lora": ["--base", str(model), "--adapter", str(tmp_path), "--output", str(tmp_path / "o")],
+            "export-mindspore": ["-m", str(model), "-o", str(tmp_path / "o.ckpt")],
+            "recover": ["--base", str(tiny_model_dir), "--diff", str(model), "--output", str(tmp_path / "o")]}[command]
+    result = cli("weights", command, *argv)
+    err = result.stderr.strip()
+    assert result.exit_code == 2 and "\n" not in err
+    assert f"{model / 'model.safetensors'}: tensor model.norm.weight declares shape [65]" in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(("o", ".tmp-"))]
+
+
+def test_overlapping_ranges_and_trailing_bytes_are_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    path = model / "model.safetensors"
+    original = path.read_bytes()
+
+    def overlap(header):  # the second tensor's range moves 4 bytes into the first one
+        second = sorted((e for k, e in header.items() if k != "__metadata__"), key=lambda e: e["data_offsets"][0])[1]
+        second["data_offsets"] = [second["data_offsets"][0] - 4, second["data_offsets"][1] - 4]
+
+    _rewrite_header(path, overlap)
+    with pytest.raises(KnowlmError, match="overlapping or gapped byte ranges"):
+        Checkpoint(model)
+    path.write_bytes(original + b"\0" * 16)
+    with pytest.raises(KnowlmError, match="16 bytes after its last tensor"):
+        Checkpoint(model)
+    path.write_bytes(original[:-10])
+    with pytest.raises(KnowlmError, match="truncated"):
+        Checkpoint(model)
+
+
+def test_pickles_are_refused_without_suggesting_weights_only_false(tmp_path):
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"w": torch.ones(2), "x": Payload()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(KnowlmError) as info:
+        Checkpoint(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'pytorch_model.bin'} is not a safetensors/weights-only file; convert it with a trusted tool")
+    assert "weights_only" not in message and "posix.system" in message

@@ -7,7 +7,7 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.weights import merge_lora
-from tests.weights.weights_helpers import leftovers, state_of
+from tests.weights.weights_helpers import leftovers, peft_adapter, state_of
 
 
 def _make_adapter(base_dir, out_dir, trained=True, **config):
@@ -103,3 +103,34 @@ def test_demo_stage_merges_and_exports(tiny_model_dir, tmp_path):
     assert summary["merged_tensors"] == 14 and summary["largest_lora_change"] > 0
     assert summary["gguf_bytes"] > 0 and summary["gguf_max_logit_diff"] < 0.05
     assert (tmp_path / "work" / "merged" / "knowlm.json").is_file()
+
+
+@pytest.mark.parametrize("config,resize_to", [
+    ({"target_modules": ["q_proj", "v_proj", "embed_tokens", "lm_head"]}, None),
+    ({"target_modules": ["q_proj", "v_proj", "embed_tokens", "lm_head"]}, 3008),
+    ({"target_modules": ["q_proj", "down_proj"], "modules_to_save": ["embed_tokens", "lm_head"]}, None),
+    ({"target_modules": ["q_proj"], "trainable_token_indices": [3, 17, 2999]}, None),
+], ids=["lora-embed-lm_head", "lora-embed-lm_head-resized", "modules_to_save-embed-lm_head", "trainable-tokens"])
+def test_peft_embedding_and_lm_head_adapters_merge_like_peft(tiny_model_dir, tmp_path, config, resize_to):
+    from safetensors import safe_open
+
+    expected = peft_adapter(tiny_model_dir, tmp_path / "adapter", resize_to=resize_to, **config)
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    if "embed_tokens" in config["target_modules"]:  # PEFT saves the embedding's and head's base weights
+        assert "base_model.model.model.embed_tokens.base_layer.weight" in keys
+        assert "base_model.model.lm_head.base_layer.weight" in keys
+    summary = merge_lora(tiny_model_dir, tmp_path / "adapter", tmp_path / "merged", chunk_bytes=4096)
+    got = state_of(tmp_path / "merged")
+    assert set(got) == set(expected)
+    for name, tensor in expected.items():
+        assert got[name].shape == tensor.shape, name
+        torch.testing.assert_close(got[name], tensor, atol=1e-5, rtol=0, msg=name)
+    assert summary.largest_change > 0
+    saved_config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert saved_config["vocab_size"] == (resize_to or 3000)
+    if resize_to:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
+        assert model.get_input_embeddings().weight.shape[0] == resize_to

@@ -35,3 +35,21 @@ def state_of(directory) -> dict:
 
 def leftovers(parent: Path) -> list[str]:
     return [p.name for p in parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+
+
+def peft_adapter(base_dir, out_dir, resize_to=None, seed: int = 11, **config) -> dict:
+    """A trained PEFT LoRA adapter saved exactly as PEFT writes it; returns PEFT's own merged state dict."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    if resize_to:
+        model.resize_token_embeddings(resize_to, mean_resizing=False)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=16, task_type="CAUSAL_LM", **config))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    peft_model.save_pretrained(str(out_dir))
+    return peft_model.merge_and_unload().state_dict()

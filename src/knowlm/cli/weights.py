@@ -39,7 +39,9 @@ def diff_cmd(
                  else f"lossy {dtype} (largest error {s.max_abs_error:.3g})")
     console.print(f"Wrote the diff of {s.tensors} tensors to {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
                   f"recovery will be {exactness} and verified against per-tensor SHA-256."
-                  + (f" Base tensors not in the target were ignored: {len(s.ignored_base_tensors)}." if s.ignored_base_tensors else ""))
+                  + (f" Base tensors not in the target were ignored: {len(s.ignored_base_tensors)}." if s.ignored_base_tensors else "")
+                  + (f" Skipped {s.skipped_buffers} rotary_emb.inv_freq buffers (transformers 4.28 layout; rebuilt from the config on load)."
+                     if s.skipped_buffers else ""))
 
 
 @weights_app.command("recover")
@@ -47,8 +49,10 @@ def recover_cmd(
     base: Path = typer.Option(..., "--base", "-b", help="Base model directory the diff was made from."),
     diff: Path = typer.Option(..., "--diff", "-d", help="Diff directory (knowlm's, or KnowLM's original .bin diff)."),
     output: Path = typer.Option(..., "--output", "-o", help="Recovered model directory to write."),
-    expected_sum: Optional[float] = typer.Option(None, help="KnowLM's naive check for diffs without a manifest, e.g. 94052.2891 for ZhiXi-13B."),
-    sum_tolerance: float = typer.Option(1e-2, help="Absolute tolerance of --expected-sum."),
+    expected_sum: Optional[float] = typer.Option(
+        None, help="KnowLM's naive check, e.g. 94052.2891 for ZhiXi-13B: the float32 sum of the recovered state dict as "
+        "transformers 4.28 held it (rotary inv_freq buffers included, rebuilt from config.json if the base lacks them)."),
+    sum_tolerance: float = typer.Option(1e-2, help="Absolute tolerance of --expected-sum (KnowLM's atol)."),
     max_shard_size: str = typer.Option("5GB", help="Largest safetensors shard."),
 ) -> None:
     """Recover BASE + DIFF tensor by tensor and verify every tensor; nothing is written on failure.
@@ -59,10 +63,11 @@ def recover_cmd(
 
     s = recover(base, diff, output, expected_sum=expected_sum, sum_tolerance=sum_tolerance,
                 max_shard_size=max_shard_size, progress=True)
+    total = f"; KnowLM's naive sum {s.weight_sum:.4f}" if s.mode == "legacy" or expected_sum is not None else ""
+    skipped = (f" Skipped {s.skipped_buffers} rotary_emb.inv_freq buffers of the diff (transformers 4.28 layout; "
+               "recomputed from config.json on load)." if s.skipped_buffers else "")
     console.print(f"Recovered {s.tensors} tensors into {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
-                  f"verification: {s.verification}; sum of all weights {s.weight_sum:.4f}." if s.mode == "legacy" else
-                  f"Recovered {s.tensors} tensors into {s.output} ({_gib(s.bytes_written)}) in {s.seconds:.1f}s; "
-                  f"verification: {s.verification}.")
+                  f"verification: {s.verification}{total}.{skipped}")
 
 
 @weights_app.command("merge-lora")
@@ -107,20 +112,35 @@ def convert_meta_cmd(
 
 @weights_app.command("export-gguf")
 def export_gguf_cmd(
-    model: Path = typer.Option(..., "--model", "-m", help="Hugging Face LLaMA directory with tokenizer.model."),
+    model: Path = typer.Option(..., "--model", "-m", help="Hugging Face LLaMA/Mistral/Qwen2 directory, or a PEFT LoRA adapter directory."),
     output: Path = typer.Option(..., "--output", "-o", help="GGUF file to write."),
-    type: str = typer.Option("f16", "--type", help="f16, q8_0 or f32."),
+    type: str = typer.Option("f16", "--type", help="f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1; with llama-cpp-python also "
+                             "K-quants and IQ types (q4_k_m, q5_k_m, q6_k, iq4_xs, ...). Adapters: f32, f16, bf16, q8_0."),
+    base: Optional[Path] = typer.Option(None, "--base", "-b", help="For an adapter: its base model directory (default: "
+                                        "base_model_name_or_path of adapter_config.json)."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix from llama-imatrix (K-quant/IQ types)."),
+    name: Optional[str] = typer.Option(None, "--name", help="general.name in the file (default: from the model card or directory)."),
 ) -> None:
-    """Export a LLaMA model to GGUF for llama.cpp (tokenizer included).
+    """Export a model to GGUF for llama.cpp (tokenizer, chat template and rope scaling included), or a LoRA adapter
+    to a GGUF adapter for llama.cpp's --lora.
 
-    Example: knowlm weights export-gguf --model zhixi-13b --output zhixi-13b-q8_0.gguf --type q8_0
+    Example: knowlm weights export-gguf --model zhixi-13b --output zhixi-13b-q4_k_m.gguf --type q4_k_m
     """
+    if (model / "adapter_config.json").is_file():
+        from knowlm.weights.gguf_lora import export_lora_gguf
+
+        a = export_lora_gguf(model, output, base=base, type=type, name=name)
+        console.print(f"Wrote the LoRA adapter ({a.pairs} A/B pairs, alpha {a.alpha:g}) as {a.type} to {a.output} "
+                      f"({_gib(a.bytes)}) in {a.seconds:.1f}s; use it with llama.cpp: llama-cli -m BASE.gguf --lora {a.output}")
+        return
     from knowlm.weights import export_gguf
 
-    s = export_gguf(model, output, type=type, progress=True)
-    extra = f" ({s.quantized} quantised, {s.fallback_f16} kept f16)" if s.type == "q8_0" else ""
-    console.print(f"Wrote {s.tensors} tensors{extra} as {s.type} to {s.output} ({_gib(s.bytes)}) in {s.seconds:.1f}s; "
-                  f"run it with llama.cpp: llama-cli -m {s.output}")
+    s = export_gguf(model, output, type=type, name=name, progress=True, imatrix=imatrix)
+    extra = f" ({s.quantized} matrices {s.type}, {s.fallback_f16} kept f16)" if s.quantized or s.fallback_f16 else ""
+    if s.mix:  # llama.cpp's quantizer mixes types per tensor
+        extra = " (matrices: " + ", ".join(f"{n} {kind}" for kind, n in sorted(s.mix.items())) + ")"
+    console.print(f"Wrote {s.tensors} tensors{extra} as {s.type} to {s.output} ({_gib(s.bytes)}) in {s.seconds:.1f}s "
+                  f"with the vocabulary from {s.tokenizer}; run it with llama.cpp: llama-cli -m {s.output}")
 
 
 @weights_app.command("export-mindspore")

@@ -1,5 +1,6 @@
-"""Knowledge editing: ROME, MEMIT, constrained fine-tuning (FT) and in-context editing (IKE),
-with reliability / generalisation / locality / portability metrics before and after.
+"""Knowledge editing: ROME, MEMIT, AlphaEdit, constrained fine-tuning (FT-L/FT-M), GRACE and in-context
+editing (IKE), with EasyEdit's reliability / generalisation / locality / portability metrics before
+and after, per category, and lifelong (sequential) editing curves.
 
     from knowlm.edit import edit
     result = edit(model, tokenizer, [{"prompt": "The capital of Zorland is", "subject": "Zorland",

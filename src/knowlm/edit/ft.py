@@ -1,9 +1,22 @@
-"""FT-L: fine-tune chosen MLP weights on the new facts, each weight kept within ``norm_constraint``
-of its original value. The baseline the locate-then-edit methods are measured against: it learns
-the edit but, lacking a notion of "which key", also shifts unrelated facts."""
+"""Constrained fine-tuning of chosen MLP weights on the new facts (EasyEdit's FT).
+
+Two objectives, as in EasyEdit and the KnowEdit survey:
+
+- ``prompt_last`` (FT-L, ROME's baseline): every target token is scored at the prompt's last
+  position, ``-mean_t log p(t | prompt)``;
+- ``target_new`` (FT-M): ordinary teacher-forced cross-entropy on the target tokens.
+
+Each step runs over the requests in chunks of ``batch_size``; a chunk steps only while its loss
+is at least ``early_stop_loss``, weights are clamped to ``+-norm_constraint`` around the original
+(0 = unbounded), and training stops once a whole pass averages below ``early_stop_loss``.
+Target tokens are the target as it follows the prompt, without special tokens (EasyEdit's
+``prompt_last`` also scores the BOS id that a LLaMA tokenizer puts before a lone target).
+It learns the edit but, lacking a notion of "which key", also shifts unrelated facts.
+"""
 
 from __future__ import annotations
 
+from knowlm.edit.common import EditContext
 from knowlm.edit.layers import get_module, names_for
 from knowlm.edit.requests import EditRequest
 from knowlm.edit.tokens import encode_with_target
@@ -15,9 +28,10 @@ def _parameters(model, hp) -> dict:
     chosen = {}
     for layer in hp.layers:
         for kind in hp.modules:
-            if kind == "mlp_out":
-                module = get_module(model, names.mlp_out.format(layer))
-                chosen[f"{names.mlp_out.format(layer)}.weight"] = module.weight
+            if kind == "mlp_out":  # weight and bias (GPT-2 has one), as EasyEdit's name match picks both
+                name = names.mlp_out.format(layer)
+                for pname, param in get_module(model, name).named_parameters():
+                    chosen[f"{name}.{pname}"] = param
             elif kind == "mlp":
                 mlp_name = names.mlp_out.format(layer).rsplit(".", 1)[0]
                 for pname, param in get_module(model, mlp_name).named_parameters():
@@ -27,7 +41,32 @@ def _parameters(model, hp) -> dict:
     return chosen
 
 
-def apply_ft(model, tokenizer, requests: list[EditRequest], hp, stats, guard) -> None:
+def _chunk_loss(model, tokenizer, chunk: list[EditRequest], hp, wrap, device):
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = [encode_with_target(tokenizer, wrap(r.prompt), r.target_new) for r in chunk]
+    if hp.objective == "prompt_last":
+        rows = [ids[:start] for ids, start in encoded]
+    else:
+        rows = [ids[:-1] for ids, _ in encoded]
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    logp = torch.log_softmax(model(input_ids=input_ids, attention_mask=mask).logits.float(), -1)
+    losses = []
+    for i, (ids, start) in enumerate(encoded):
+        target = torch.tensor(ids[start:], device=device)
+        if hp.objective == "prompt_last":
+            picked = logp[i, start - 1].gather(0, target)
+        else:
+            positions = torch.arange(start - 1, len(ids) - 1, device=device)
+            picked = logp[i, positions, target]
+        losses.append(-picked.mean())
+    return torch.stack(losses).mean()
+
+
+def apply_ft(model, tokenizer, requests: list[EditRequest], hp, ctx: EditContext, guard) -> None:
     import torch
 
     device = next(model.parameters()).device
@@ -35,17 +74,6 @@ def apply_ft(model, tokenizer, requests: list[EditRequest], hp, stats, guard) ->
     for name, param in params.items():
         guard.remember(name, param)
     originals = {name: p.detach().clone() for name, p in params.items()}
-    rows, labels = [], []
-    for r in requests:
-        ids, start = encode_with_target(tokenizer, r.prompt, r.target_new)
-        rows.append(ids[:-1])
-        labels.append([-100] * (start - 1) + ids[start:])
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id or 0
-    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-    label_t = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels], device=device)
-
     all_params = list(model.parameters())
     saved = [p.requires_grad for p in all_params]
     for p in all_params:
@@ -53,22 +81,25 @@ def apply_ft(model, tokenizer, requests: list[EditRequest], hp, stats, guard) ->
     for p in params.values():
         p.requires_grad_(True)
     torch.manual_seed(hp.seed)
-    optimizer = torch.optim.Adam(list(params.values()), lr=hp.lr)
+    optimizer = torch.optim.Adam(list(params.values()), lr=hp.lr, weight_decay=hp.weight_decay)
     try:
         for _ in range(hp.num_steps):
-            optimizer.zero_grad()
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), label_t.reshape(-1),
-                                                     ignore_index=-100)
-            if loss.item() < hp.early_stop_loss:
+            total = 0.0
+            for i in range(0, len(requests), hp.batch_size):
+                chunk = requests[i : i + hp.batch_size]
+                optimizer.zero_grad()
+                loss = _chunk_loss(model, tokenizer, chunk, hp, ctx.wrap, device)
+                total += loss.item() * len(chunk)
+                if loss.item() >= hp.early_stop_loss:
+                    loss.backward()
+                    optimizer.step()
+                if hp.norm_constraint:
+                    with torch.no_grad():
+                        for name, p in params.items():
+                            eps = hp.norm_constraint
+                            p.copy_(torch.clamp(p, originals[name] - eps, originals[name] + eps))
+            if total / len(requests) < hp.early_stop_loss:
                 break
-            loss.backward()
-            optimizer.step()
-            if hp.norm_constraint:
-                with torch.no_grad():
-                    for name, p in params.items():
-                        eps = hp.norm_constraint
-                        p.copy_(torch.clamp(p, originals[name] - eps, originals[name] + eps))
     finally:
         for p, flag in zip(all_params, saved):
             p.requires_grad_(flag)

@@ -2,8 +2,8 @@
 
 ROME and MEMIT whiten their update with these statistics so that keys the model sees often are
 disturbed least. They are costly for a 7B model (a forward pass over many texts per layer), so the
-result is stored under ``cache_dir`` keyed by model, layer, corpus and sample count, and read back
-on the next run.
+result is stored under ``cache_dir`` keyed by a hash of the weights the layer's inputs depend on,
+the layer, corpus and sample count, and read back on the next run.
 
 The corpus is either a prepared indexed dataset (``PREFIX`` with ``PREFIX.idx``/``PREFIX.bin`` from
 ``knowlm data prepare``; samples are token ids already) or a JSONL/plain-text file of texts
@@ -13,8 +13,9 @@ The corpus is either a prepared indexed dataset (``PREFIX`` with ``PREFIX.idx``/
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -49,24 +50,40 @@ def corpus_fingerprint(path: str | Path) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
-def model_fingerprint(model) -> tuple[str, str]:
-    """(readable name, hash) of the model's identity: its directory's weight files, or its hub id."""
-    name = str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "") or "model")
-    path = Path(name)
-    parts = [name, str(getattr(model, "dtype", ""))]
-    if path.is_dir():
-        from knowlm.models import read_manifest
+def weights_fingerprint(model, layer_name: str, tokenizer=None) -> str:
+    """Hash of what the inputs of ``layer_name`` depend on: every weight outside the transformer
+    blocks and in the blocks up to that layer (names, shapes, dtypes and a strided sample of at
+    most 65536 values per tensor, so a 7B model hashes in well under a second), plus the
+    tokenizer (its size and how it splits a probe sentence). Two different models never share
+    statistics, whatever their names; the same weights find their statistics again wherever
+    they were loaded from."""
+    import re
 
-        checksums = read_manifest(path).get("checksums")
-        if checksums:
-            parts.append(json.dumps(checksums, sort_keys=True))
-        else:
-            for f in sorted(path.iterdir()):
-                if f.suffix in (".safetensors", ".bin"):
-                    parts.append(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}")
-        name = str(path.resolve())
-    label = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)[:60] or "model"
-    return label, hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+    import torch
+
+    from knowlm.edit.layers import names_for
+
+    pattern = re.compile(re.escape(names_for(model).block).replace(r"\{\}", r"(\d+)") + r"\.")
+    layer = int(pattern.match(layer_name + ".").group(1)) if pattern.match(layer_name + ".") else None
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        match = pattern.match(name)
+        if match and layer is not None and int(match.group(1)) > layer:
+            continue
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 65536)].to(torch.float32).cpu().contiguous()
+        digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    if tokenizer is not None:
+        probe = tokenizer("The capital of France is Paris. 浙江大学位于杭州。")["input_ids"]
+        digest.update(f"{len(tokenizer)}:{list(probe)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_label(model) -> str:
+    """A readable folder name for the cache (the identity is the weights' hash, not this)."""
+    name = str(getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "") or "model")
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)[:60] or "model"
 
 
 def iter_samples(corpus: str | Path, tokenizer, max_length: int, vocab_size: int) -> Iterator[list[int]]:
@@ -153,25 +170,50 @@ def accumulate(model, tokenizer, layer_name: str, corpus: str | Path, n_samples:
     return total, tokens, samples
 
 
-def second_moment(model, tokenizer, layer_name: str, corpus: str | Path | None = None, n_samples: int = 1000,
-                  max_length: int = 256, cache_dir: str | Path | None = None, progress: bool = False) -> "torch.Tensor":
-    """``E[k k^T]`` (float32, on the model's device) for the inputs of ``layer_name``; cached on disk."""
+@dataclass
+class LayerStats:
+    """``E[k k^T]`` of a layer's inputs and what it was computed from."""
+
+    mom2: "torch.Tensor"
+    tokens: int
+    samples: int
+    requested: int
+    cache: str
+
+
+def layer_statistics(model, tokenizer, layer_name: str, corpus: str | Path | None = None, n_samples: int = 1000,
+                     max_length: int = 256, cache_dir: str | Path | None = None, progress: bool = False) -> LayerStats:
+    """Second moment of the inputs of ``layer_name`` (float32, on the model's device), cached on disk
+    under a key made of the weights' hash, layer, corpus and sample settings.
+
+    A corpus with fewer than ``n_samples`` usable samples is used whole, with a warning; the real
+    count is in the result (and in the edit's metrics)."""
     import torch
 
     corpus = Path(corpus) if corpus else default_corpus()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    label, model_hash = model_fingerprint(model)
-    key = f"{layer_name}_n{n_samples}_len{max_length}_{corpus_fingerprint(corpus)}_{model_hash}"
-    cache = cache_dir / label / f"{key}.pt"
+    key = f"{layer_name}_n{n_samples}_len{max_length}_{corpus_fingerprint(corpus)}_{weights_fingerprint(model, layer_name, tokenizer)}"
+    cache = cache_dir / model_label(model) / f"{key}.pt"
     device = next(model.parameters()).device
+    stored = None
     if cache.is_file():
         try:
             stored = torch.load(cache, map_location="cpu", weights_only=True)
-            return (stored["mom2"] / stored["tokens"]).to(device)
         except Exception:  # a damaged cache file is recomputed, not fatal
-            pass
-    total, tokens, samples = accumulate(model, tokenizer, layer_name, corpus, n_samples, max_length, progress=progress)
-    with atomic_write(cache, mode="wb") as handle:
-        torch.save({"mom2": total.cpu(), "tokens": tokens, "samples": samples, "layer": layer_name,
-                    "corpus": str(corpus)}, handle)
-    return total / tokens
+            stored = None
+    if stored is None:
+        total, tokens, samples = accumulate(model, tokenizer, layer_name, corpus, n_samples, max_length, progress=progress)
+        stored = {"mom2": total.cpu(), "tokens": tokens, "samples": samples, "layer": layer_name, "corpus": str(corpus)}
+        with atomic_write(cache, mode="wb") as handle:
+            torch.save(stored, handle)
+    samples = int(stored["samples"])
+    if samples < n_samples:
+        warnings.warn(f"statistics for {layer_name}: the corpus {corpus} holds {samples} usable samples, fewer than "
+                      f"mom2_n_samples={n_samples}; using all {samples}", stacklevel=2)
+    return LayerStats((stored["mom2"] / stored["tokens"]).to(device), int(stored["tokens"]), samples, n_samples, str(cache))
+
+
+def second_moment(model, tokenizer, layer_name: str, corpus: str | Path | None = None, n_samples: int = 1000,
+                  max_length: int = 256, cache_dir: str | Path | None = None, progress: bool = False) -> "torch.Tensor":
+    """``E[k k^T]`` (float32, on the model's device) for the inputs of ``layer_name``; cached on disk."""
+    return layer_statistics(model, tokenizer, layer_name, corpus, n_samples, max_length, cache_dir, progress).mom2

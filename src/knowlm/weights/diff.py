@@ -15,6 +15,10 @@ checksum of what recovery will produce (deterministic IEEE arithmetic) and the l
 
 Recovery arithmetic, the one rule both sides share: ``(base.to(c) + diff.to(c)).to(target)`` with
 ``c = float64`` for float64 targets, else ``float32``.
+
+KnowLM's own diffs (``pytorch_model-*.bin`` + index, no manifest, transformers-4.28 layout with
+``rotary_emb.inv_freq`` buffers) recover too; see :mod:`.legacy` for the buffers and for what
+``expected_sum`` (KnowLM's naive check, 94052.2891 for ZhiXi-13B) is computed over.
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from knowlm.weights.tensor_io import (
     dtype_from_name,
     dtype_name,
     progress_bar,
+    read_config,
     set_config_dtype,
     tensor_bytes,
 )
+from knowlm.weights.legacy import is_rotary_buffer, knowlm_sum, rotary_inv_freq
 
 DIFF_FORMAT = "knowlm-weight-diff/1"
 FIX_INDEX = ".knowlm_fix_index"
@@ -80,6 +86,7 @@ class DiffSummary:
     fixups: int = 0
     max_abs_error: float = 0.0
     ignored_base_tensors: list[str] = field(default_factory=list)
+    skipped_buffers: int = 0  # transformers-4.28 rotary_emb.inv_freq buffers of the target (derived from the config)
     seconds: float = 0.0
 
 
@@ -96,15 +103,17 @@ def make_diff(
     started = time.perf_counter()
     diff_dtype = dtype_from_name(dtype)
     base_ckpt, target_ckpt = Checkpoint(base), Checkpoint(target)
-    _check_names(target_ckpt, base_ckpt, what="target", other_label="base")
+    names = [n for n in target_ckpt.names() if not is_rotary_buffer(n)]
+    _check_names(names, base_ckpt, what="target", other_label="base")
     summary = DiffSummary(output=str(output), exact=diff_dtype is None)
+    summary.skipped_buffers = len(target_ckpt) - len(names)
     summary.ignored_base_tensors = [n for n in base_ckpt.names() if n not in target_ckpt]
     records: dict[str, dict] = {}
     bar = progress_bar(target_ckpt.total_bytes, "diff", progress)
     with atomic_dir(output) as tmp:
         writer = ShardedWriter(tmp, max_shard_size)
         try:
-            for name in target_ckpt.names():
+            for name in names:
                 t_info, b_info = target_ckpt.info(name), base_ckpt.info(name)
                 if t_info.shape != b_info.shape:
                     raise KnowlmError(f"shape mismatch for {name}: base {list(b_info.shape)} vs target {list(t_info.shape)}")
@@ -140,8 +149,8 @@ def make_diff(
     return summary
 
 
-def _check_names(primary: Checkpoint, other: Checkpoint, what: str, other_label: str) -> None:
-    missing = [n for n in primary.names() if n not in other]
+def _check_names(names: list[str], other: Checkpoint, what: str, other_label: str) -> None:
+    missing = [n for n in names if n not in other]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise KnowlmError(f"tensor {missing[0]} of the {what} is not in the {other_label}{more}: not the same architecture?")
@@ -214,6 +223,7 @@ class RecoverSummary:
     expected_sum: float | None = None
     bytes_written: int = 0
     ignored_base_tensors: list[str] = field(default_factory=list)
+    skipped_buffers: int = 0  # transformers-4.28 rotary_emb.inv_freq buffers of the diff, not written (see .legacy)
     seconds: float = 0.0
 
     @property
@@ -235,7 +245,14 @@ def recover(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool = False,
 ) -> RecoverSummary:
-    """Write ``base + diff`` to ``output``, verifying every tensor; on any failure nothing is left."""
+    """Write ``base + diff`` to ``output``, verifying every tensor; on any failure nothing is left.
+
+    ``expected_sum`` is KnowLM's naive check (``tools/weight_diff.py``): the sum of every tensor of
+    the recovered state dict *as transformers 4.28 held it* -- rotary ``inv_freq`` buffers included
+    (diff + base, the base's rebuilt from the config when it has none) -- float32 per-tensor sums
+    accumulated in float32 in module order, within ``sum_tolerance`` (KnowLM's ``atol=1e-2``).
+    For ZhiXi-13B (fp32 diff) it is 94052.2891.
+    """
     started = time.perf_counter()
     base_ckpt, diff_ckpt = Checkpoint(base), Checkpoint(diff)
     manifest = read_manifest(diff).get("diff")
@@ -249,28 +266,34 @@ def recover(
             raise KnowlmError(f"tensor {absent[0]} listed in the diff manifest is missing from the diff shards")
     else:
         names = diff_ckpt.names()
+    buffers = [n for n in names if is_rotary_buffer(n)]
+    names = [n for n in names if not is_rotary_buffer(n)]
+    summary.skipped_buffers = len(buffers)
     for name in names:
         if name not in base_ckpt:
             mode = manifest["tensors"][name].get("mode") if manifest else "add"
             if mode != "copy":
                 raise KnowlmError(f"tensor {name} of the diff is not in the base {base}: not the base this diff was made from?")
-    summary.ignored_base_tensors = [n for n in base_ckpt.names() if n not in set(names)]
+    summary.ignored_base_tensors = [n for n in base_ckpt.names() if n not in set(names) and not is_rotary_buffer(n)]
     total = sum(diff_ckpt.info(n).nbytes for n in names)
     bar = progress_bar(total, "recover", progress)
-    weight_sum = 0.0
+    want_sums = manifest is None or expected_sum is not None
+    sums: dict[str, float] = {}
     with atomic_dir(output) as tmp:
         writer = ShardedWriter(tmp, max_shard_size)
         try:
             for name in names:
                 record = manifest["tensors"][name] if manifest else None
-                weight_sum += _recover_tensor(base_ckpt, diff_ckpt, name, record, writer, chunk_bytes, bar, base)
+                sums[name] = _recover_tensor(base_ckpt, diff_ckpt, name, record, writer, chunk_bytes, bar, base, want_sums)
                 summary.tensors += 1
                 summary.verified += record is not None
             files = writer.close()
         finally:
             writer.abort()
             bar.close()
-        summary.weight_sum = weight_sum
+        if want_sums:
+            sums.update({n: _buffer_sum(base_ckpt, diff_ckpt, n, diff) for n in buffers})
+        summary.weight_sum = weight_sum = knowlm_sum(sums) if want_sums else 0.0
         if expected_sum is not None and abs(weight_sum - expected_sum) > sum_tolerance:
             raise KnowlmError(
                 f"naive integrity check failed: the recovered weights sum to {weight_sum:.4f}, expected "
@@ -298,8 +321,18 @@ def recover(
     return summary
 
 
-def _recover_tensor(base_ckpt, diff_ckpt, name, record, writer, chunk_bytes, bar, base_path) -> float:
-    """Recover one tensor chunk by chunk; returns its float64 sum (for the naive check)."""
+def _buffer_sum(base_ckpt: Checkpoint, diff_ckpt: Checkpoint, name: str, diff_path) -> float:
+    """The sum of a 4.28 ``inv_freq`` buffer after KnowLM's recovery: diff + base (rebuilt from the config if absent)."""
+    d = diff_ckpt.tensor(name).float()
+    b = base_ckpt.tensor(name).float() if name in base_ckpt else rotary_inv_freq(read_config(diff_path))
+    if b.shape != d.shape:
+        raise KnowlmError(f"{name}: the diff's buffer has shape {list(d.shape)} but the config gives {list(b.shape)} "
+                          "(head_dim / 2): config.json does not describe this diff")
+    return float((d + b).sum(dtype=torch.float64))
+
+
+def _recover_tensor(base_ckpt, diff_ckpt, name, record, writer, chunk_bytes, bar, base_path, want_sum: bool) -> float:
+    """Recover one tensor chunk by chunk; returns its float64 sum when ``want_sum`` (for the naive check)."""
     d_info = diff_ckpt.info(name)
     if record is not None:
         target_dtype = dtype_from_name(record["dtype"]) if record["dtype"] in ("float32", "float16", "bfloat16", "float64") else d_info.dtype
@@ -332,7 +365,7 @@ def _recover_tensor(base_ckpt, diff_ckpt, name, record, writer, chunk_bytes, bar
                     r[fix_idx[lo:hi] - start] = fix_val[lo:hi]
         if record is not None:
             sha.update(tensor_bytes(r))
-        elif _is_float(r.dtype):
+        if want_sum and _is_float(r.dtype):
             total += float(r.sum(dtype=torch.float64))
         writer.write(r)
         bar.update(d.numel() * d.element_size())

@@ -4,6 +4,8 @@ KnowLM published MD5 lists per shard, and users kept asking why their sums did n
 usual answer was a truncated or stale file. A list in ``md5sum``/``sha256sum`` format
 (``HEX  filename``, or ``HEX *filename``) is checked file by file; the algorithm follows from the
 digest length. A mismatch names the file; a file in the list that is missing is an error too.
+Markdown fence lines (```` ```shell ```` / ```` ``` ````) are skipped, so the checksum block of a
+model card (KnowLM's README lists its MD5s in one) can be saved and used as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def parse_checksum_file(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     entries: dict[str, tuple[str, str]] = {}
     for lineno, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or line.startswith(("#", "```", "~~~")):
             continue
         match = _LINE.match(line) or _REVERSED.match(line)
         if not match:
@@ -92,7 +94,9 @@ def download(
 
     output = Path(output)
     started = time.perf_counter()
-    offline = offline or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    env_offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    why_offline = "--offline was given" if offline else "HF_HUB_OFFLINE is set" if env_offline else None
+    offline = offline or env_offline
     try:
         path = snapshot_download(
             repo_id=repo_id,
@@ -107,8 +111,11 @@ def download(
     except RevisionNotFoundError:
         raise KnowlmError(f"revision {revision!r} not found in {repo_id}") from None
     except LocalEntryNotFoundError:
+        if why_offline:
+            raise KnowlmError(f"{repo_id} is not available offline ({why_offline}) and no complete local copy is in {output}") from None
         raise KnowlmError(
-            f"{repo_id} is not available offline (HF_HUB_OFFLINE is set or --offline given) and no complete local copy is in {output}"
+            f"cannot reach the Hugging Face hub for {repo_id} (no network, or a proxy/firewall blocks it; HF_ENDPOINT "
+            f"selects a mirror) and no complete local copy is in {output}"
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise KnowlmError(f"download of {repo_id} failed: {str(exc).splitlines()[0]}") from None

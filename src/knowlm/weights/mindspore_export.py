@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.atomic import atomic_write
 from knowlm.weights.tensor_io import (
     DEFAULT_CHUNK_BYTES,
     Checkpoint,
@@ -104,11 +105,9 @@ def export_mindspore(model: str | os.PathLike, output: str | os.PathLike, dtype:
     out_dtype = dtype_from_name(dtype)
     ckpt = Checkpoint(model)
     names: dict[str, str] = {}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".tmp-{output.name}.{os.getpid()}")
     bar = progress_bar(ckpt.total_bytes, "mindspore", progress)
     try:
-        with open(tmp, "wb") as handle:
+        with atomic_write(output, "wb") as handle:
             for name in ckpt.names():
                 if name.endswith("rotary_emb.inv_freq"):
                     continue
@@ -134,12 +133,6 @@ def export_mindspore(model: str | os.PathLike, output: str | os.PathLike, dtype:
                     for start, stop in piece:
                         handle.write(tensor_bytes(ckpt.read(name, start, stop).to(dt)))
                 bar.update(info.nbytes)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         bar.close()
         ckpt.close()

@@ -89,6 +89,30 @@ def parse_size(value: str | int) -> int:
         raise KnowlmError(f"cannot read size {value!r}; use e.g. 5GB, 500MB, 2GiB") from None
 
 
+def check_byte_range(path: Path, name: str, shape, dtype: torch.dtype, nbytes: int, exact: bool = True) -> None:
+    """Refuse a tensor whose shape x dtype size does not fill its byte range (``exact``) or does not fit in it.
+
+    A header that promises more elements than its bytes hold would otherwise be read as garbage
+    (or as bytes of the next tensor); safetensors itself refuses such files, and so does every reader here.
+    """
+    need = math.prod(shape) * dtype.itemsize
+    if need != nbytes if exact else need > nbytes:
+        raise KnowlmError(
+            f"{path}: tensor {name} declares shape {list(shape)} of {dtype_name(dtype)} ({need} bytes) but its byte range "
+            f"holds {nbytes} bytes: the file is damaged or was edited; re-download or re-export it"
+        )
+
+
+def _pickle_refusal(path: Path, exc: BaseException) -> KnowlmError:
+    """The message for a torch file that a weights-only load refuses (never echo torch's ``weights_only=False`` hint)."""
+    text = str(exc)
+    detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+    if "Weights only load failed" in text or detail:
+        why = f" ({detail})" if detail else ""
+        return KnowlmError(f"{path} is not a safetensors/weights-only file; convert it with a trusted tool{why}")
+    return KnowlmError(f"cannot read {path} as a weights-only torch checkpoint: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     """The raw little-endian bytes of a tensor, without a copy when it is already contiguous."""
     flat = tensor.detach().contiguous().reshape(-1)
@@ -157,12 +181,28 @@ class _SafetensorsFile:
         self.data_start = 8 + length
         self.meta = header.pop("__metadata__", None) or {}
         self.entries = header
-        size = path.stat().st_size
-        for name, entry in header.items():
+        self._validate(path.stat().st_size - self.data_start)
+
+    def _validate(self, data_size: int) -> None:
+        """safetensors' own rules: known dtype, shape x dtype size == byte range, ranges back to back, no tail."""
+        path, end = self.path, 0
+        try:
+            ranges = sorted((int(e["data_offsets"][0]), int(e["data_offsets"][1]), n) for n, e in self.entries.items())
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise KnowlmError(f"{path} is not a readable safetensors file (a header entry lacks data_offsets)") from None
+        for begin, stop, name in ranges:
+            entry = self.entries[name]
             if entry.get("dtype") not in ST_DTYPES:
                 raise KnowlmError(f"{path}: tensor {name} has unsupported dtype {entry.get('dtype')}")
-            if self.data_start + entry["data_offsets"][1] > size:
+            if stop > data_size:
                 raise KnowlmError(f"{path} is truncated (tensor {name} runs past the end of the file)")
+            if begin != end or stop < begin:
+                raise KnowlmError(f"{path}: tensor {name} starts at byte {begin} of the data, expected {end}: "
+                                  "overlapping or gapped byte ranges; the file is damaged")
+            check_byte_range(path, name, entry.get("shape", []), ST_DTYPES[entry["dtype"]], stop - begin)
+            end = stop
+        if end != data_size:
+            raise KnowlmError(f"{path} has {data_size - end} bytes after its last tensor: damaged or not a safetensors file")
 
     def info(self, name: str) -> TensorInfo:
         entry = self.entries[name]
@@ -200,19 +240,22 @@ class _TorchFile:
             self.mapped = False
             self.state = self._load_plain(path)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
-            raise KnowlmError(f"cannot read {path} as a weights-only torch checkpoint: {str(exc).splitlines()[0]}") from None
+            raise _pickle_refusal(path, exc) from None
         if isinstance(self.state, dict) and "state_dict" in self.state and isinstance(self.state["state_dict"], dict):
             self.state = self.state["state_dict"]
         if not isinstance(self.state, dict):
             raise KnowlmError(f"{path} does not hold a state dict")
         self.state = {k: v for k, v in self.state.items() if isinstance(v, torch.Tensor)}
+        for name, t in self.state.items():
+            storage_bytes = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+            check_byte_range(path, name, t.shape, t.dtype, storage_bytes, exact=False)
 
     @staticmethod
     def _load_plain(path: Path):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise KnowlmError(f"cannot read {path} as a weights-only torch checkpoint: {str(exc).splitlines()[0]}") from None
+            raise _pickle_refusal(path, exc) from None
 
     def info(self, name: str) -> TensorInfo:
         t = self.state[name]
