@@ -147,3 +147,12 @@ def test_tokenize_detokenize_version(live_server):
 
     assert httpx.get(f"{url}/version").json() == {"version": __version__}
 
+
+
+def test_a_schema_the_grammar_compiler_refuses_is_a_400(client):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError) as caught:
+        client.chat.completions.create(model="model", messages=[{"role": "user", "content": "hi"}], max_tokens=4,
+                                       response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}})
+    assert caught.value.message.endswith('the JSON schema cannot be used: Unsupported type "nonsense"')

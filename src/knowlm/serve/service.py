@@ -8,6 +8,7 @@ running backend (HF or vLLM), so the extraction layer runs unchanged on a live s
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -191,8 +192,9 @@ class Service:
             grammar = CACHE.grammar(tokenizer, vocab, schema if schema is not None else {"type": "object"}, strict=schema is not None)
         except KnowlmError as exc:
             raise ApiError(400, str(exc)) from None
-        except Exception as exc:  # xgrammar's own error for a schema it cannot compile
-            raise ApiError(400, f"response_format: the JSON schema cannot be used: {str(exc).splitlines()[0][:200]}") from None
+        except Exception as exc:  # xgrammar's own error for a schema it cannot compile, minus its source location
+            reason = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", str(exc).splitlines()[0] if str(exc) else "")
+            raise ApiError(400, f"response_format: the JSON schema cannot be used: {reason[:200]}") from None
         return lambda: [make_processor([grammar])]
 
     def generator(self, target: Target, cancel: threading.Event | None = None) -> "EngineGenerator":
