@@ -13,6 +13,7 @@ This is the only module of ``knowlm.ie`` that imports torch/xgrammar, and only w
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -74,6 +75,7 @@ class GrammarCache:
     def __init__(self) -> None:
         self._compilers: dict[tuple[int, int], Any] = {}
         self._grammars: dict[tuple[int, int, str, bool], Any] = {}
+        self._lock = threading.RLock()
 
     def compiler(self, tokenizer, vocab_size: int):
         key = (id(tokenizer), vocab_size)
@@ -93,14 +95,15 @@ class GrammarCache:
         ``json_schema``); otherwise any further properties are allowed (OpenAI's ``json_object``)."""
         text = json.dumps(json_schema_obj, ensure_ascii=False, sort_keys=False)
         key = (id(tokenizer), vocab_size, text, strict)
-        if key not in self._grammars:
-            compiler = self.compiler(tokenizer, vocab_size)
-            while len(self._grammars) >= MAX_CACHED:  # a server compiles clients' schemas: keep the newest
-                del self._grammars[next(iter(self._grammars))]
-            self._grammars[key] = compiler.compile_json_schema(
-                text, any_whitespace=False, separators=SEPARATORS, strict_mode=strict
-            )
-        return self._grammars[key]
+        with self._lock:  # a server compiles from several threads
+            if key not in self._grammars:
+                compiler = self.compiler(tokenizer, vocab_size)
+                while len(self._grammars) >= MAX_CACHED:  # a server compiles clients' schemas: keep the newest
+                    del self._grammars[next(iter(self._grammars))]
+                self._grammars[key] = compiler.compile_json_schema(
+                    text, any_whitespace=False, separators=SEPARATORS, strict_mode=strict
+                )
+            return self._grammars[key]
 
     def __len__(self) -> int:
         return len(self._grammars)
