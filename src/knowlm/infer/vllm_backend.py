@@ -33,6 +33,7 @@ from knowlm.infer.backends import (
     RequestHandle,
 )
 from knowlm.decoding import DecodingParams
+from knowlm.infer.engine import check_token_ids
 
 log = logging.getLogger("knowlm.infer.vllm")
 
@@ -182,6 +183,7 @@ class VllmEngine:
             raise BackendError("constrained output (/extract constrained, response_format) is not supported by the vllm backend")
         if request.adapter is not None and request.adapter not in self._lora:
             raise KnowlmError(f"unknown adapter {request.adapter!r}")
+        check_token_ids(params, self.vocab_size)
         sampling = sampling_params(params, request.logprobs)
         count = self.count_tokens(request.prompt)
         if count >= self.max_context:
