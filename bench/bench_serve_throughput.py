@@ -6,7 +6,8 @@ clients with a LoRA adapter: all requests for adapter `ie`, and alternating `ie`
 Every server runs the same tiny LLaMA (2 layers, hidden 64) on uvicorn over loopback; the
 clients post OpenAI /v1/completions (greedy, 64 new tokens) and count usage.completion_tokens.
 Prints generated tokens/s, p50/p99 latency and mean decode batch for each, then
-`serve_throughput: <batched / one at a time>` and `serve_mixed_adapters: <alternating / single adapter>`.
+`serve_adapter_throughput: <adapter batched / adapter one at a time>`, `serve_throughput: <batched / one at
+a time>` and `serve_mixed_adapters: <alternating / single adapter>`.
 
 Run: .venv/bin/python bench/bench_serve_throughput.py [--clients 16] [--requests-per-client 4] [--max-tokens 64] [--rounds 3]
 """
@@ -107,14 +108,15 @@ def main() -> None:
 
         adapters = {"ie": make_adapter(model_dir, Path(tmp) / "ie")}
 
-        def with_adapter():
-            return BatchingEngine.from_pretrained(model_dir, adapters=adapters, max_batch_size=16, max_waiting=4096, num_threads=args.threads)
+        def with_adapter(batch: int = 16):
+            return BatchingEngine.from_pretrained(model_dir, adapters=adapters, max_batch_size=batch, max_waiting=4096, num_threads=args.threads)
 
         name = Path(model_dir.rstrip("/")).name
         configs = {  # label -> (engine, model names the clients alternate over)
             "continuous batching (max_batch_size=16)": (plain(16), (None,)),
             "one at a time (max_batch_size=1)": (plain(1), (None,)),
             "adapter ie only (max_batch_size=16)": (with_adapter(), ("ie",)),
+            "adapter ie only, one at a time (max_batch_size=1)": (with_adapter(1), ("ie",)),
             "alternating ie / base model (max_batch_size=16)": (with_adapter(), ("ie", name)),
         }
         runs: dict[str, dict] = {}
@@ -136,7 +138,8 @@ def main() -> None:
               f"latency p50 {r['p50_s'] * 1000:.0f} ms, p99 {r['p99_s'] * 1000:.0f} ms; "
               f"{r['requests']} requests, {r['errors']} errors; mean decode batch {r['mean_batch']:.1f}")
     print(f"clients={args.clients} requests/client={args.requests_per_client} max_tokens={args.max_tokens} threads={args.threads} rounds={args.rounds} (best of)")
-    batched, single, adapter, mixed = runs.values()
+    batched, single, adapter, adapter_single, mixed = runs.values()
+    print(f"serve_adapter_throughput: {adapter['tok_s'] / adapter_single['tok_s']:.2f}")
     print(f"serve_throughput: {batched['tok_s'] / single['tok_s']:.2f}")
     print(f"serve_mixed_adapters: {mixed['tok_s'] / adapter['tok_s']:.2f}")
 
