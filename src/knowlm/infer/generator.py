@@ -29,6 +29,7 @@ class Generation:
     num_tokens: int  # generated tokens, EOS excluded
     finish_reason: str  # "stop" (EOS or stop string) or "length"
     prompt_tokens: int = 0
+    logprobs: list | None = None  # (token id, logprob, [(id, logprob), ...]) per token, when asked for (serving)
 
 
 @runtime_checkable
