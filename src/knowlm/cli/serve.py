@@ -30,6 +30,7 @@ def serve(
     device: str = typer.Option("auto", help="auto, cpu, cuda (hf backend)."),
     graceful_timeout: float = typer.Option(30.0, help="Seconds in-flight requests get to finish on shutdown."),
     log_level: str = typer.Option("info", help="debug, info, warning, error."),
+    cors_origin: Optional[List[str]] = typer.Option(None, help="Let web pages from this origin call the API (CORS), e.g. http://localhost:3000; repeatable; '*' for any."),
 ) -> None:
     """Serve a model over HTTP: POST /generate (KnowLM), /v1/completions, /v1/chat/completions (OpenAI, streaming), /extract.
 
@@ -53,7 +54,7 @@ def serve(
         model=model, adapters=parse_adapters(adapter), host=host, port=port, api_key=api_key or None, backend=backend,
         model_name=model_name, template=template, dtype=dtype, device=device, max_batch_size=max_batch_size,
         max_waiting=max_queue, num_threads=threads, tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-        graceful_timeout=graceful_timeout, limits=limits, log_level=log_level,
+        graceful_timeout=graceful_timeout, limits=limits, log_level=log_level, cors_origins=list(cors_origin or []),
     )
     with console.status(f"loading {model} ({backend} backend)"):
         engine = build_engine(config)
@@ -61,7 +62,7 @@ def serve(
     console.print(
         f"Serving {', '.join(names)} on http://{host}:{port} (batch {max_batch_size}, queue {max_queue}, "
         f"auth {'on' if config.api_key else 'off'}); routes: /generate /v1/completions /v1/chat/completions /extract "
-        f"/v1/models /metrics /health. Ctrl-C stops it after in-flight requests finish."
+        f"/tokenize /v1/models /metrics /health /version. Ctrl-C stops it after in-flight requests finish."
     )
     if not is_loopback(host) and not config.api_key:
         console.print(f"[yellow]warning: {host} is reachable from other machines and no --api-key is set[/yellow]")

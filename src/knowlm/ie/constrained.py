@@ -13,6 +13,7 @@ This is the only module of ``knowlm.ie`` that imports torch/xgrammar, and only w
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -20,6 +21,7 @@ from knowlm.errors import KnowlmError
 from knowlm.ie.schema import Schema, make_schema
 
 SEPARATORS = (", ", ": ")  # json.dumps defaults: what gold_output writes and models are tuned on
+MAX_CACHED = 512  # compiled grammars kept
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class GrammarCache:
 
     def __init__(self) -> None:
         self._compilers: dict[tuple[int, int], Any] = {}
-        self._grammars: dict[tuple[int, int, str], Any] = {}
+        self._grammars: dict[tuple[int, int, str, bool], Any] = {}
+        self._lock = threading.RLock()
 
     def compiler(self, tokenizer, vocab_size: int):
         key = (id(tokenizer), vocab_size)
@@ -87,15 +90,20 @@ class GrammarCache:
             self._compilers[key] = (xgr.GrammarCompiler(info, max_threads=2), tokenizer)
         return self._compilers[key][0]
 
-    def grammar(self, tokenizer, vocab_size: int, json_schema_obj: dict):
+    def grammar(self, tokenizer, vocab_size: int, json_schema_obj: dict, strict: bool = True):
+        """``strict``: objects admit only the properties the schema lists (extraction answers, OpenAI's
+        ``json_schema``); otherwise any further properties are allowed (OpenAI's ``json_object``)."""
         text = json.dumps(json_schema_obj, ensure_ascii=False, sort_keys=False)
-        key = (id(tokenizer), vocab_size, text)
-        if key not in self._grammars:
-            compiler = self.compiler(tokenizer, vocab_size)
-            self._grammars[key] = compiler.compile_json_schema(
-                text, any_whitespace=False, separators=SEPARATORS, strict_mode=True
-            )
-        return self._grammars[key]
+        key = (id(tokenizer), vocab_size, text, strict)
+        with self._lock:  # a server compiles from several threads
+            if key not in self._grammars:
+                compiler = self.compiler(tokenizer, vocab_size)
+                while len(self._grammars) >= MAX_CACHED:  # a server compiles clients' schemas: keep the newest
+                    del self._grammars[next(iter(self._grammars))]
+                self._grammars[key] = compiler.compile_json_schema(
+                    text, any_whitespace=False, separators=SEPARATORS, strict_mode=strict
+                )
+            return self._grammars[key]
 
     def __len__(self) -> int:
         return len(self._grammars)

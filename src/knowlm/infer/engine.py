@@ -8,9 +8,10 @@ prompt (the extraction layer uses it for schema-constrained JSON).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from knowlm.decoding import DecodingParams
+from knowlm.errors import KnowlmError
 from knowlm.infer.generator import Generation, ProcessorFactory, TemplatePrompts
 
 
@@ -18,6 +19,52 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Text before the earliest stop string, and whether one was found."""
     cuts = [text.find(s) for s in stop if s and s in text]
     return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def streamable_prefix(text: str, stops: Sequence[str]) -> int:
+    """How much of ``text`` is safe to stream: not a half-decoded character, not a possible stop-string start."""
+    end = len(text.rstrip("\ufffd"))
+    keep = end
+    for stop in stops:
+        for k in range(min(len(stop) - 1, end), 0, -1):
+            if text[:end].endswith(stop[:k]):
+                keep = min(keep, end - k)
+                break
+    return keep
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """EOS of the tokenizer and of the model's generation config (some models list several)."""
+    ids = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (gen_eos, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+def byte_token_ids(tokenizer) -> frozenset[int]:
+    """Ids of SentencePiece byte-fallback pieces (``<0x0A>``): their text depends on their neighbours."""
+    import re
+
+    pattern = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+    return frozenset(i for piece, i in tokenizer.get_vocab().items() if pattern.match(piece))
+
+
+def stable_text(tokenizer, byte_ids: frozenset[int], generated: Sequence[int], text: str) -> str:
+    """The part of ``text`` (the decoded ``generated``) that later tokens cannot change.
+
+    A run of byte-fallback tokens (``<0xE6>``...) decodes to one character when it is valid UTF-8
+    and to one U+FFFD per byte when it is not, so a trailing run is not final yet.
+    """
+    start = len(generated)
+    while start > 0 and generated[start - 1] in byte_ids:
+        start -= 1
+    if start == len(generated):
+        return text
+    return tokenizer.decode(list(generated[:start]), skip_special_tokens=True)
 
 
 class Generator(TemplatePrompts):
@@ -44,6 +91,10 @@ class Generator(TemplatePrompts):
     def device(self):
         return next(self.model.parameters()).device
 
+    @property
+    def eos_ids(self) -> list[int]:
+        return eos_token_ids(self.model, self.tokenizer)
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -55,8 +106,9 @@ class Generator(TemplatePrompts):
         import torch
 
         params = (params or DecodingParams()).validate()
+        check_token_ids(params, self.vocab_size)
         if params.seed is not None:
-            torch.manual_seed(params.seed)
+            torch.manual_seed(params.seed % 2**64)  # beam sampling draws from torch's generator
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
         results: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -70,42 +122,81 @@ class Generator(TemplatePrompts):
                 results[index] = generation
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts: list[str], params: DecodingParams, processors) -> list[Generation]:
+    def stream(self, prompt: str, params: DecodingParams | None, on_text: Callable[[str], None]) -> Generation:
+        """Generate one answer, passing each new piece of text to ``on_text`` as soon as it is final (no
+        half characters, nothing that may turn out to be a stop string). A KeyboardInterrupt (Ctrl-C)
+        raised meanwhile stops the generation and propagates to the caller."""
+        params = (params or DecodingParams()).validate()
+        check_token_ids(params, self.vocab_size)
+        streamer = _TextStreamer(self.tokenizer, params.stop, on_text)
+        result = self._generate_batch([prompt], params, None, streamer)[0]
+        if len(result.text) > streamer.emitted:
+            on_text(result.text[streamer.emitted :])
+        return result
+
+    def _generate_batch(self, prompts: list[str], params: DecodingParams, processors, streamer=None) -> list[Generation]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import LogitsProcessorList
+
+        from knowlm.infer.sampling import RowError, answer_tokens, generation_setup
 
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
-        eos = self.tokenizer.eos_token_id
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=params.sampling,
-            temperature=params.temperature if params.sampling else None,
-            top_p=params.top_p if params.sampling else None,
-            top_k=params.top_k if params.sampling else None,
-            num_beams=params.num_beams,
-            repetition_penalty=params.repetition_penalty,
-            eos_token_id=eos,
-            pad_token_id=self.tokenizer.pad_token_id,
-            bos_token_id=self.tokenizer.bos_token_id,
-            stop_strings=list(params.stop) or None,
-        )
-        kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
-        if processors:
-            kwargs["logits_processor"] = LogitsProcessorList(processors)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, generation_config=config, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        width = enc["input_ids"].shape[1]
         prompt_lengths = enc["attention_mask"].sum(dim=1).tolist()
+        starts = [width - int(n) for n in prompt_lengths]
+        eos_ids = self.eos_ids
+        config, own = generation_setup(params, starts, width, eos_ids, self.tokenizer.pad_token_id, self.device)
+        config.stop_strings = list(params.stop) or None
+        kwargs = {"tokenizer": self.tokenizer} if params.stop else {}
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        if processors or own:  # the request's processors (grammar masks) first, then the token choice
+            kwargs["logits_processor"] = LogitsProcessorList(list(processors or []) + own)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**enc, generation_config=config, **kwargs)
+        except RowError as exc:
+            raise KnowlmError(exc.message) from None
         results = []
-        for row, prompt_len in zip(new_tokens.tolist(), prompt_lengths):
-            hit_eos = eos in row
-            if hit_eos:
-                row = row[: row.index(eos)]
-            else:
+        for row, prompt_len in zip(out[:, width:].tolist(), prompt_lengths):
+            row, ended = answer_tokens(row, eos_ids, params)
+            if not ended:
                 while row and row[-1] == self.tokenizer.pad_token_id:  # padding after a stop string
                     row.pop()
             text = self.tokenizer.decode(row, skip_special_tokens=True)
             text, hit_stop = cut_at_stop(text, params.stop)
-            finish = "stop" if hit_eos or hit_stop else "length"
+            finish = "stop" if ended or hit_stop else "length"
             results.append(Generation(text=text, num_tokens=len(row), finish_reason=finish, prompt_tokens=int(prompt_len)))
         return results
+
+
+def check_token_ids(params: DecodingParams, vocab_size: int) -> None:
+    """Token ids in ``stop_token_ids`` and ``logit_bias`` must exist in the model's vocabulary."""
+    bad = [t for t in [*params.stop_token_ids, *params.logit_bias] if t >= vocab_size]
+    if bad:
+        raise KnowlmError(f"token id {bad[0]} is outside the vocabulary (size {vocab_size})")
+
+
+class _TextStreamer:
+    """A transformers streamer (``put`` / ``end``) that hands finished text to a callback."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], on_text: Callable[[str], None]):
+        self.tokenizer, self.stops, self.on_text = tokenizer, list(stops), on_text
+        self.byte_ids = byte_token_ids(tokenizer)
+        self.ids: list[int] = []
+        self.prompt_seen = False
+        self.emitted = 0
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        safe = streamable_prefix(stable_text(self.tokenizer, self.byte_ids, self.ids, cut_at_stop(text, self.stops)[0]), self.stops)
+        if safe > self.emitted:
+            self.on_text(text[self.emitted : safe])
+            self.emitted = safe
+
+    def end(self) -> None:
+        pass

@@ -29,6 +29,7 @@ class Generation:
     num_tokens: int  # generated tokens, EOS excluded
     finish_reason: str  # "stop" (EOS or stop string) or "length"
     prompt_tokens: int = 0
+    logprobs: list | None = None  # (token id, logprob, [(id, logprob), ...]) per token, when asked for (serving)
 
 
 @runtime_checkable
@@ -71,7 +72,8 @@ class TemplatePrompts:
         return get(self.template).stop
 
     def prompt(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
-        return render(self.template, instruction, input, system, history)
+        # a tokenizer's own chat template (template "chat_template") renders with the tokenizer
+        return render(self.template, instruction, input, system, history, tokenizer=getattr(self, "tokenizer", None))
 
 
 def load_generator(
