@@ -92,6 +92,8 @@ EXISTING_OUTPUT = [
     (["edit", "-m", "{model}", "--requests", "{ws}/gbk.json", "--output", "{ws}/adir"], EXISTS),
     (["edit", "-m", "{model}", "--requests", "{ws}/gbk.json", "--metrics", "{ws}/out.jsonl"], EXISTS),
     (["demo", "--workdir", "{ws}/adir"], EXISTS),
+    (["train", "sft", "--model", "{model}", "--data", "{ws}/sft.jsonl", "--output", "{ws}/adir", "--max-steps", "1"], EXISTS),
+    (["train", "pretrain", "--model", "{model}", "--data", "{ws}/nodata", "--output", "{ws}/adir", "--max-steps", "1"], EXISTS),
 ]
 
 
@@ -132,6 +134,7 @@ OUTPUT_IS_INPUT = [
     (["instruct", "select", "-i", "{ws}/sft.jsonl", "-o", "{ws}/sft.jsonl", "--overwrite"], IS_INPUT),
     (["generate", "-m", "{model}", "--cases", "{ws}/cases.jsonl", "-o", "{ws}/cases.jsonl", "--overwrite"], IS_INPUT),
     (["weights", "merge-lora", "--base", "{model}", "--adapter", "{ws}/adapter", "--output", "{model}", "--overwrite"], IS_INPUT),
+    (["train", "sft", "--model", "{model}", "--data", "{ws}/sft.jsonl", "--output", "{model}", "--overwrite"], IS_INPUT),
     (["kg2instruct", "--corpus", "{ws}/texts.jsonl", "--kg", str(resources.kg_path()), "--output", "{ws}", "--overwrite"], r"holds the input"),
     (["eval", "--gold", "{ws}/gold.jsonl", "--pred", "{ws}/gold.jsonl", "--report", "{ws}/r.json", "--plot", "{ws}/r.json"],
      r"--report and --plot name the same file"),
@@ -297,3 +300,19 @@ def test_overwrite_replaces_only_own_files(cli, tiny_model_dir, tmp_path):
     assert "notes.txt" in names and "model-00002-of-00002.safetensors" not in names and "knowlm.json" in names
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "merged"]
+
+
+def test_train_overwrite_replaces_only_model_files(cli, ws, tiny_model_dir, tmp_path):
+    """A run with --overwrite into a directory with a stale shard of an earlier full run and a user's notes:
+    the model files are the new run's, the notes stay, and nothing temporary is left (in or beside it)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "model-00002-of-00002.safetensors").write_text("stale")
+    result = cli("train", "sft", "--model", tiny_model_dir, "--data", ws / "sft.jsonl", "--output", out, "--max-steps", "1",
+                 "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert "notes.txt" in names and "adapter_model.safetensors" in names and "knowlm.json" in names
+    assert "model-00002-of-00002.safetensors" not in names
+    assert not [n for n in names if n.startswith(".tmp-")] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]

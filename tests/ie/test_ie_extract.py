@@ -253,3 +253,27 @@ def test_cli_convert(cli, tmp_path):
     assert item["input"] == "浙江大学位于杭州" and item["output"] == "(浙江大学,位于,杭州)"
     bad = cli("convert", "nope", src, records)
     assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
+
+
+def test_progress_counts_texts_not_batches():
+    """The extraction bar moves when a text's last prompt is answered: here 2 texts x 2 schema batches."""
+    from scripted_generator import ScriptedGenerator
+
+    from knowlm.ie.extract import _TextBar, extract_texts
+
+    seen: list[tuple[int, int]] = []
+    original = _TextBar.__call__
+
+    def spy(self, indices, generations):
+        original(self, indices, generations)
+        seen.append((self.done, self.tokens))
+
+    gen = ScriptedGenerator(lambda request: "{}", template="alpaca")
+    _TextBar.__call__ = spy
+    try:
+        extract_texts(gen, ["马云创办了阿里巴巴。", "Marie Curie was born in Warsaw."], "re", ["创办", "born in", "位于"],
+                      split_num=2, progress=True, batch_size=1)
+    finally:
+        _TextBar.__call__ = original
+    assert [n for n, _ in seen] == [0, 1, 1, 2]  # texts done after each answered prompt
+    assert seen[-1][1] == 4 * len("{}")  # tokens of every answer

@@ -36,8 +36,9 @@ NOISE = [
     re.compile(r"\w+Warning: "),  # python warnings: file:line: FutureWarning: ...
     re.compile(r"^\s*warnings\.warn\("),
     re.compile(r"^\[transformers\]"),
-    re.compile(r"\d+%\|"),  # tqdm residue
-    re.compile(r"Loading weights|Writing model shards"),
+    # a library's progress bar (knowlm's own bars, e.g. "train", are its voice; they are off when stderr is not a terminal,
+    # except training's, kept for cluster logs)
+    re.compile(r"Loading weights|Writing model shards|Converting and de-quantizing|Fetching \d+ files"),
 ]
 KNOWLM = [sys.executable, "-m", "knowlm"]
 

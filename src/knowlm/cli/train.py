@@ -19,7 +19,8 @@ import typer
 
 from knowlm.errors import KnowlmError
 
-train_app = typer.Typer(help="Continued pretraining and instruction tuning.\n\nExample: knowlm train sft --model M --data ie.jsonl --output out",
+train_app = typer.Typer(help="Continued pretraining and instruction tuning.\n\n"
+                        "Example: knowlm train sft --model demo-work/pretrain --data demo-work/kg2instruct/train.jsonl --output demo-work/examples/lora",
                         no_args_is_help=True)
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -175,14 +176,16 @@ def _register() -> None:
 
     make_command(PretrainConfig, _pretrain, "pretrain",
                  "Continue pretraining a causal LM on indexed datasets (from `knowlm data prepare`).\n\n"
-                 "Example: knowlm train pretrain --model tiny --data 0.7 corpus/zh 0.3 corpus/en --output out --max-steps 100")
+                 "Example: knowlm train pretrain --model demo-work/base --data demo-work/corpus/bundled --output demo-work/examples/pretrain --seq-len 256 --max-steps 10\n\n"
+                 "Your corpora: knowlm train pretrain --model ./llama-7b-hf --data 0.7 corpus/zh 0.3 corpus/en --output out --max-steps 100")
     make_command(SFTConfig, _sft, "sft",
                  "Instruction-tune a model on alpaca-style records (LoRA by default).\n\n"
-                 "Example: knowlm train sft --model tiny --data ie_train.jsonl --output ie-lora --template alpaca --epochs 3")
+                 "Example: knowlm train sft --model demo-work/pretrain --data demo-work/kg2instruct/train.jsonl --output demo-work/examples/lora --max-steps 10\n\n"
+                 "Your data: knowlm train sft --model ./llama-7b-hf --data ie_train.jsonl --output ie-lora --template alpaca --epochs 3")
     for objective, what in (("dpo", "DPO against the starting model"), ("orpo", "ORPO (SFT + odds ratio, no reference)")):
         make_command(PreferenceConfig, _preference, objective,
                      f"Preference-tune a model with {what} on JSONL pairs (instruction/prompt, chosen, rejected).\n\n"
-                     f"Example: knowlm train {objective} --model zhixi-7b --data prefs.jsonl --output {objective}-lora --beta 0.1",
+                     f"Example (your preference pairs; the demo makes none): knowlm train {objective} --model ./zhixi-7b --data prefs.jsonl --output {objective}-lora --beta 0.1",
                      defaults={"objective": objective})
 
 

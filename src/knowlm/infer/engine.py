@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
-from knowlm.infer.generator import Generation, ProcessorFactory, TemplatePrompts
+from knowlm.infer.generator import Generation, ProcessorFactory, ProgressCallback, TemplatePrompts
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -67,6 +67,24 @@ def stable_text(tokenizer, byte_ids: frozenset[int], generated: Sequence[int], t
     return tokenizer.decode(list(generated[:start]), skip_special_tokens=True)
 
 
+class _PromptBar:
+    """``generate(progress=True)``: prompts answered and tokens generated, with an ETA (off when stderr is not a terminal)."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="generating", unit="prompt", disable=None)
+        self.tokens = 0
+
+    def __call__(self, indices, generations) -> None:
+        self.tokens += sum(g.num_tokens for g in generations)
+        self.bar.set_postfix(tokens=self.tokens, refresh=False)
+        self.bar.update(len(indices))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class Generator(TemplatePrompts):
     """The Hugging Face :class:`~knowlm.infer.generator.TextGenerator`: shared by the CLI, case runner,
     extraction and evaluation. Build it with :func:`knowlm.infer.load_generator`, which resolves the
@@ -101,7 +119,7 @@ class Generator(TemplatePrompts):
         params: DecodingParams | None = None,
         batch_size: int = 16,
         logits_processor: ProcessorFactory | None = None,
-        progress: bool = False,
+        progress: bool | ProgressCallback = False,
     ) -> list[Generation]:
         import torch
 
@@ -112,14 +130,17 @@ class Generator(TemplatePrompts):
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
         results: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        if progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, desc="generating", unit="batch")
-        for batch in batches:
-            outputs = self._generate_batch([prompts[i] for i in batch], params, logits_processor(batch) if logits_processor else None)
-            for index, generation in zip(batch, outputs):
-                results[index] = generation
+        report = progress if callable(progress) else _PromptBar(len(prompts)) if progress else None
+        try:
+            for batch in batches:
+                outputs = self._generate_batch([prompts[i] for i in batch], params, logits_processor(batch) if logits_processor else None)
+                for index, generation in zip(batch, outputs):
+                    results[index] = generation
+                if report is not None:
+                    report(batch, outputs)
+        finally:
+            if isinstance(report, _PromptBar):
+                report.close()
         return results  # type: ignore[return-value]
 
     def stream(self, prompt: str, params: DecodingParams | None, on_text: Callable[[str], None]) -> Generation:

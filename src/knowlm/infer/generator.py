@@ -19,6 +19,9 @@ from knowlm.models.templates import Turn, get, render
 
 # Called with the indices (into the caller's prompt list) of one batch; returns logits processors for it.
 ProcessorFactory = Callable[[Sequence[int]], list]
+# generate(progress=...): False, True (the generator's own bar, in prompts), or a callback given the indices of
+# the prompts just answered and their Generations, so that the caller counts what its user thinks in (texts, tokens).
+ProgressCallback = Callable[[Sequence[int], Sequence["Generation"]], None]
 
 
 @dataclass
@@ -56,7 +59,7 @@ class TextGenerator(Protocol):
         params: DecodingParams | None = None,
         batch_size: int = 16,
         logits_processor: ProcessorFactory | None = None,
-        progress: bool = False,
+        progress: bool | ProgressCallback = False,
     ) -> list[Generation]:
         """One :class:`Generation` per prompt, in the caller's order."""
         ...

@@ -224,7 +224,7 @@ class EngineGenerator(TemplatePrompts):
         params: DecodingParams | None = None,
         batch_size: int = 16,
         logits_processor=None,
-        progress: bool = False,
+        progress=False,
     ) -> list[Generation]:
         params = (params or DecodingParams()).validate()
         window = max(1, batch_size)
@@ -242,6 +242,8 @@ class EngineGenerator(TemplatePrompts):
                     if self.cancel.is_set():
                         raise ApiError(499, "client closed the request")
                 results[index] = handle.result()
+                if callable(progress):  # the caller's count (extraction: texts); no bar of our own in a server
+                    progress([index], [results[index]])
         finally:
             for handle in handles:
                 if handle is not None and not handle.done.is_set():

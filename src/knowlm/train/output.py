@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -25,10 +24,12 @@ RUN_FILES = ("metrics.jsonl", "train_summary.json", "loss.png")
 
 
 def prepare_output(cfg, is_main: bool) -> Path | None:
-    """Check the output directory; return the checkpoint to resume from, if any."""
+    """Check the output directory (the policy of :mod:`knowlm.utils.outputs`: a non-empty one needs
+    ``--resume`` or ``--overwrite``; never the model itself); return the checkpoint to resume from, if any."""
+    from knowlm.utils.outputs import check_output
+
     output = Path(cfg.output)
-    if output.exists() and not output.is_dir():
-        raise KnowlmError(f"--output {output} exists and is not a directory")
+    check_output(output, overwrite=True, kind="dir", inputs=[cfg.model])
     latest = ckpt.latest_checkpoint(output)
     if cfg.resume:
         return latest
@@ -40,6 +41,8 @@ def prepare_output(cfg, is_main: bool) -> Path | None:
                 (output / name).unlink(missing_ok=True)
     elif latest is not None or (output / "metrics.jsonl").exists():
         raise KnowlmError(f"{output} holds an earlier run; pass --resume to continue it or --overwrite to start over")
+    else:
+        check_output(output, overwrite=False, kind="dir")
     return None
 
 
@@ -74,59 +77,56 @@ def save_model(runtime, tokenizer, cfg, directory: Path, produced_by: str, templ
                state: dict | None = None) -> None:
     """Write weights (full model or PEFT adapter), tokenizer and ``knowlm.json`` into ``directory``.
 
-    Collective: every rank calls it (``full_state_dict`` gathers sharded weights). Files are
-    written to a temporary folder and moved in together; ``knowlm.json`` comes last, so its
-    presence means the output is complete.
+    Collective: every rank calls it (``full_state_dict`` gathers sharded weights). Written through
+    :func:`knowlm.utils.outputs.save_model_dir`: into a temporary folder, then moved in together,
+    ``knowlm.json`` last (its presence means the output is complete); the run's checkpoints and
+    metrics beside the model, and any file of the user's, stay.
     """
     state = runtime.full_state_dict() if state is None else state
     if runtime.env.is_main:
         from knowlm.models import write_manifest
+        from knowlm.utils.outputs import save_model_dir
 
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / ".tmp-final"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        module = runtime.module
-        is_peft = hasattr(module, "peft_config")
-        dtype = target_dtype(getattr(cfg, "save_dtype", "auto"), cfg.model, is_peft)
-        config = getattr(module, "config", None)
-        use_cache = getattr(module, "_knowlm_use_cache", None)
-        if config is not None and use_cache is not None:
-            config.use_cache = use_cache  # training switched it off; generation wants it back
-        try:
-            module.save_pretrained(str(tmp), state_dict=_cast(state, dtype))
-        finally:
-            if config is not None and use_cache is not None:
-                config.use_cache = False
-        tokenizer.save_pretrained(str(tmp))
-        source = Path(cfg.model)
-        if (source / "tokenizer.model").is_file():
-            shutil.copy2(source / "tokenizer.model", tmp / "tokenizer.model")
-        if is_peft:
-            check_adapter(tmp)
-        elif (tmp / "config.json").is_file():
-            saved = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-            if runtime.architectures:
-                saved["architectures"] = runtime.architectures  # not the engine's wrapper class name
-            if dtype is not None:
-                saved["dtype"] = str(dtype).removeprefix("torch.")
-            if use_cache is not None:
-                saved["use_cache"] = use_cache
-            (tmp / "config.json").write_text(json.dumps(saved, indent=2), encoding="utf-8")
-        (directory / "knowlm.json").unlink(missing_ok=True)
-        for item in tmp.iterdir():
-            target = directory / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-        tmp.rmdir()
-        write_manifest(
-            directory, produced_by=produced_by, arguments=dataclasses.asdict(cfg), template=template,
-            base_model=cfg.model, method=cfg.method, adapter=is_peft,
-            final_loss=summary.get("final_loss"), eval_loss=summary.get("eval_loss"), steps=summary.get("steps"),
-            **({"best": summary["best"]} if summary.get("best") else {}),
-        )
+        with save_model_dir(directory) as tmp:
+            _write_model(runtime, tokenizer, cfg, tmp, state)
+            write_manifest(
+                tmp, produced_by=produced_by, arguments=dataclasses.asdict(cfg), template=template,
+                base_model=cfg.model, method=cfg.method, adapter=hasattr(runtime.module, "peft_config"),
+                final_loss=summary.get("final_loss"), eval_loss=summary.get("eval_loss"), steps=summary.get("steps"),
+                **({"best": summary["best"]} if summary.get("best") else {}),
+            )
     runtime.barrier()
+
+
+def _write_model(runtime, tokenizer, cfg, tmp: Path, state: dict) -> None:
+    """Weights (in the dtype to save), tokenizer and a corrected ``config.json`` into ``tmp``."""
+    module = runtime.module
+    is_peft = hasattr(module, "peft_config")
+    dtype = target_dtype(getattr(cfg, "save_dtype", "auto"), cfg.model, is_peft)
+    config = getattr(module, "config", None)
+    use_cache = getattr(module, "_knowlm_use_cache", None)
+    if config is not None and use_cache is not None:
+        config.use_cache = use_cache  # training switched it off; generation wants it back
+    try:
+        module.save_pretrained(str(tmp), state_dict=_cast(state, dtype))
+    finally:
+        if config is not None and use_cache is not None:
+            config.use_cache = False
+    tokenizer.save_pretrained(str(tmp))
+    source = Path(cfg.model)
+    if (source / "tokenizer.model").is_file():
+        shutil.copy2(source / "tokenizer.model", tmp / "tokenizer.model")
+    if is_peft:
+        check_adapter(tmp)
+    elif (tmp / "config.json").is_file():
+        saved = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        if runtime.architectures:
+            saved["architectures"] = runtime.architectures  # not the engine's wrapper class name
+        if dtype is not None:
+            saved["dtype"] = str(dtype).removeprefix("torch.")
+        if use_cache is not None:
+            saved["use_cache"] = use_cache
+        (tmp / "config.json").write_text(json.dumps(saved, indent=2), encoding="utf-8")
 
 
 def merge_adapter(cfg, output: Path) -> Path:
@@ -145,11 +145,11 @@ def merge_adapter(cfg, output: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from knowlm.models import read_manifest, write_manifest
-    from knowlm.utils.atomic import atomic_dir
+    from knowlm.utils.outputs import save_model_dir
 
     base = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=base_dtype(cfg.model) or torch.float32, use_kernels=False)
     model = PeftModel.from_pretrained(base, str(output)).merge_and_unload()
-    with atomic_dir(merged) as tmp:
+    with save_model_dir(merged) as tmp:
         model.save_pretrained(str(tmp))
         AutoTokenizer.from_pretrained(str(output)).save_pretrained(str(tmp))
         if (output / "tokenizer.model").is_file():

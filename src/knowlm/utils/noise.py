@@ -52,6 +52,15 @@ def configure(be_verbose: bool | None = None) -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     after_import("transformers.utils.logging", _quiet_transformers)
+    # transformers' GGUF reader draws its own tqdm bar, outside its logging switch
+    after_import("transformers.modeling_gguf_pytorch_utils", _no_bar)
+
+
+def _no_bar(module) -> None:
+    import functools
+
+    if getattr(module, "tqdm", None) is not None and not isinstance(module.tqdm, functools.partial):
+        module.tqdm = functools.partial(module.tqdm, disable=True)
 
 
 class _NoDeprecations(logging.Filter):
