@@ -123,3 +123,11 @@ def test_existing_outputs_need_overwrite_and_inputs_are_never_outputs(tmp_path):
     (tmp_path / "p.bin").write_bytes(b"1")
     with pytest.raises(KnowlmError, match=r"p.bin: the file already exists"):
         check_prefix(tmp_path / "p", (".bin", ".idx", ".json"))
+
+
+def test_indexed_dataset_files_are_readable_by_others(tmp_path, umask_022):
+    from knowlm.data.indexed import IndexedDatasetWriter
+
+    with IndexedDatasetWriter(tmp_path / "d") as writer:
+        writer.add_document([[1, 2, 3]])
+    assert (_mode(tmp_path / "d.bin"), _mode(tmp_path / "d.idx")) == (0o644, 0o644)

@@ -64,6 +64,9 @@ def init_distributed(strategy: str) -> DistEnv:
     if strategy == "deepspeed":
         import deepspeed
 
+        from knowlm.utils.noise import announce_deepspeed_builds
+
+        announce_deepspeed_builds()  # a first-use op build takes minutes: say so instead of stalling silently
         deepspeed.init_distributed(dist_backend=backend)
     else:
         dist.init_process_group(backend=backend, device_id=env.device if cuda else None)

@@ -119,6 +119,8 @@ def announce_deepspeed_builds(echo=None) -> None:
     Hooks ``OpBuilder.jit_load`` once per process; an op already in the torch extensions cache
     loads silently.
     """
+    if os.environ.get("RANK", "0") != "0":  # the other ranks wait for rank 0's build
+        return
     try:
         from deepspeed.ops.op_builder.builder import OpBuilder
     except Exception:  # no DeepSpeed, or a build of it without JIT ops
@@ -129,7 +131,7 @@ def announce_deepspeed_builds(echo=None) -> None:
     say = echo or (lambda text: print(text, file=sys.stderr, flush=True))
 
     def jit_load(self, verbose=True):
-        name = self.absolute_name().split(".")[-1] if hasattr(self, "absolute_name") else self.name
+        name = self.name
         cached = _op_cached(self.name)
         if not cached:
             where = os.environ.get("TORCH_EXTENSIONS_DIR", "~/.cache/torch_extensions")
