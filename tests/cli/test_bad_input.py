@@ -203,6 +203,8 @@ EMPTY_INPUT = [
     (["kg2instruct", "--corpus", "{ws}/empty.jsonl", "--kg", str(resources.kg_path()), "--output", "{ws}/e3"],
      r"the corpus holds no documents"),
     (["generate", "-m", "{model}", "--cases", "{ws}/empty.jsonl"], r"no cases found"),
+    (["instruct", "select", "-i", "{ws}/empty.jsonl", "-o", "{ws}/e4.jsonl"], r"no instruction records to select from.*--allow-empty"),
+    (["train", "sft", "--model", "{model}", "--data", "{ws}/empty.jsonl", "--output", "{ws}/e5"], r"no instruction records"),
 ]
 
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from knowlm.cli._common import OVERWRITE, console, err_console
+from knowlm.cli._common import ALLOW_EMPTY, OVERWRITE, console, err_console
 from knowlm.errors import KnowlmError
 
 instruct_app = typer.Typer(
@@ -127,6 +127,7 @@ def select_cmd(
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="KNOWLM_API_KEY", help="Bearer key for the endpoint."),
     api_model: Optional[str] = typer.Option(None, "--api-model", help="Model name at the endpoint."),
     overwrite: bool = OVERWRITE,
+    allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
     """Select instruction data: apply selectors in order and report what each dropped and why.
 
@@ -146,7 +147,8 @@ def select_cmd(
     context = SelectContext(model=model, adapter=adapter, api_base=api_base, api_key=api_key, api_model=api_model,
                             progress=err_console.is_terminal)
     summary = select(input, output, pipeline, dry_run=dry_run, scores=scores, rejected=rejected, context=context,
-                     echo=lambda entry: err_console.print(f"  {entry['step']}: dropped {entry['dropped']} of {entry['input']}"))
+                     echo=lambda entry: err_console.print(f"  {entry['step']}: dropped {entry['dropped']} of {entry['input']}"),
+                     allow_empty=allow_empty)
     table = Table("step", "in", "dropped", "kept", "reasons", "s", title="would drop (dry run)" if dry_run else "selection")
     for entry in summary["steps"]:
         table.add_row(entry["step"], str(entry["input"]), str(entry["dropped"]), str(entry["kept"]),

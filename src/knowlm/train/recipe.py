@@ -72,13 +72,13 @@ def run(cfg: TrainConfig, kind: str, build_data: Callable, produced_by: str, qui
     precision = resolve_precision(cfg.precision, env.device)
     resume_from = prepare_output(cfg, env.is_main)
     output = Path(cfg.output)
-    output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
 
     ds_config = load_deepspeed_config(cfg.deepspeed, cfg, env.world, precision) if strategy == "deepspeed" else None
     model, tokenizer = load_for_training(cfg, env.device, precision, strategy, ds_config)
     data: TrainData = build_data(cfg, tokenizer)
     _check_setup(cfg, strategy, data.evals is not None)
+    output.mkdir(parents=True, exist_ok=True)  # only now: bad data or options leave no empty output behind
     template = getattr(cfg, "template", None)  # resolved by the data setup (``auto``)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     runtime = wrap(strategy, env, model, cfg, precision, ds_config)
