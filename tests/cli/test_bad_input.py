@@ -318,3 +318,20 @@ def test_train_overwrite_replaces_only_model_files(cli, ws, tiny_model_dir, tmp_
     assert "notes.txt" in names and "adapter_model.safetensors" in names and "knowlm.json" in names
     assert "model-00002-of-00002.safetensors" not in names
     assert not [n for n in names if n.startswith(".tmp-")] and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+USAGE = [
+    (["extract", "-m", "{model}", "--task", "re", "--schema", '["a"]', "-i", "{ws}/texts.jsonl", "-o", "{ws}/u.jsonl", "--batch-size", "abc"],
+     r"^error: Invalid value for '--batch-size': .* \(see 'knowlm extract --help'\)$"),
+    (["convert"], r"^error: Missing argument 'format'\. \(see 'knowlm convert --help'\)$"),
+    (["extract", "--no-such-flag"], r"^error: No such option: --no-such-flag.*\(see 'knowlm extract --help'\)$"),
+    (["no-such-command"], r"^error: No such command 'no-such-command'\. \(see 'knowlm --help'\)$"),
+    (["kg2instruct", "--corpus", "{ws}/texts.jsonl", "--kg", "{ws}/empty_kg.jsonl", "--output", "{ws}/u", "--seed", "x"],
+     r"Invalid value for '--seed'"),
+    (["serve", "-m", "{model}", "--port", "99999"], r"--port must be in 1\.\.65535, got 99999"),
+]
+
+
+def test_usage_errors_are_one_line_too(cli, ws, tiny_model_dir):
+    """A wrong type, an unknown option or a missing argument: one line naming it and where to look, not a usage box."""
+    run_table(cli, ws, tiny_model_dir, USAGE)

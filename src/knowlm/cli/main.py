@@ -83,6 +83,31 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _run(argv: list[str] | None) -> None:
+    """The app, with usage errors (unknown option, a value of the wrong type, a missing argument) as one
+    ``error:`` line and exit 2 like every other bad input, instead of click's usage box."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+    from typer.exceptions import Abort
+
+    try:
+        code = app(args=argv, prog_name="knowlm", standalone_mode=False)
+    except NoArgsIsHelpError:
+        app(args=argv, prog_name="knowlm")  # a bare group: its help, as typer formats it (exit 2)
+        return
+    except UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        print(f"error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)  # typer.Exit(n) from a command (e.g. a benchmark's own status)
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not os.path.exists("/dev/nvidiactl"):
@@ -92,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(args=argv, prog_name="knowlm")
+        _run(argv)
     except KnowlmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
