@@ -329,6 +329,8 @@ USAGE = [
     (["kg2instruct", "--corpus", "{ws}/texts.jsonl", "--kg", "{ws}/empty_kg.jsonl", "--output", "{ws}/u", "--seed", "x"],
      r"Invalid value for '--seed'"),
     (["serve", "-m", "{model}", "--port", "99999"], r"--port must be in 1\.\.65535, got 99999"),
+    (["train", "sft", "--model", "{model}", "--data", "{ws}/sft.jsonl", "--output", "{ws}/u", "--seed", "-1"],
+     r"--seed must be in 0\.\.4294967295, got -1"),
 ]
 
 

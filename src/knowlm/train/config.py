@@ -138,6 +138,8 @@ class TrainConfig:
                 raise KnowlmError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise KnowlmError("set --max-steps or a positive --epochs")
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's seeding range
+            raise KnowlmError(f"--seed must be in 0..{2**32 - 1}, got {self.seed}")
         if self.learning_rate <= 0:
             raise KnowlmError(f"learning rate must be positive, got {self.learning_rate}")
         if self.deepspeed and self.strategy not in ("auto", "deepspeed"):
