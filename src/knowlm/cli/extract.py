@@ -30,6 +30,8 @@ def extract(
     keep_hallucinated: bool = typer.Option(False, help="Keep spans that do not occur in the text."),
     dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    backend: str = typer.Option("hf", help="hf (Hugging Face, CPU or GPU) or vllm (vLLM offline engine, CUDA; needs the gpu extra)."),
+    compile: bool = typer.Option(False, "--compile", help="hf: static KV cache, compiled with CUDA graphs on a GPU (first batches compile)."),
 ) -> None:
     """Extract entities, relations or events from texts with an instruction-tuned model.
 
@@ -37,6 +39,9 @@ def extract(
     merged with offsets; each record carries parse_status (ok / partial / failed) and reasons.
 
     Example: knowlm extract -m demo-work/model --task re --schema '["located in","founded by"]' -i texts.jsonl -o pred.jsonl
+
+    On a GPU, --backend vllm decodes with vLLM (same prompts, schema and parser; --constrained uses vLLM's
+    structured outputs with the same JSON schema).
     """
     from knowlm.ie.extract import extract_texts
     from knowlm.ie.schema import check_task, load_schema
@@ -63,7 +68,7 @@ def extract(
     if not texts:
         raise KnowlmError(f"{input}: no texts to extract from (JSONL lines need a 'text' field)")
     params = decoding_from_flags("ie", max_new_tokens=max_new_tokens)
-    generator = load_generator(model, adapter, template, dtype=dtype, device=device)
+    generator = load_generator(model, adapter, template, dtype=dtype, device=device, backend=backend, compile=compile)
     run: dict = {}
     records = extract_texts(
         generator, texts, task, schema_obj, lang=lang, style=style, split_num=split_num, constrained=constrained,
