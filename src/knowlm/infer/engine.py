@@ -48,28 +48,6 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def byte_token_ids(tokenizer) -> frozenset[int]:
-    """Ids of SentencePiece byte-fallback pieces (``<0x0A>``): their text depends on their neighbours."""
-    import re
-
-    pattern = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
-    return frozenset(i for piece, i in tokenizer.get_vocab().items() if pattern.match(piece))
-
-
-def stable_text(tokenizer, byte_ids: frozenset[int], generated: Sequence[int], text: str) -> str:
-    """The part of ``text`` (the decoded ``generated``) that later tokens cannot change.
-
-    A run of byte-fallback tokens (``<0xE6>``...) decodes to one character when it is valid UTF-8
-    and to one U+FFFD per byte when it is not, so a trailing run is not final yet.
-    """
-    start = len(generated)
-    while start > 0 and generated[start - 1] in byte_ids:
-        start -= 1
-    if start == len(generated):
-        return text
-    return tokenizer.decode(list(generated[:start]), skip_special_tokens=True)
-
-
 class Generator(TemplatePrompts):
     """The Hugging Face :class:`~knowlm.infer.generator.TextGenerator`: shared by the CLI, case runner,
     extraction and evaluation. Build it with :func:`knowlm.infer.load_generator`, which resolves the
@@ -193,8 +171,11 @@ class _TextStreamer:
     """A transformers streamer (``put`` / ``end``) that hands finished text to a callback."""
 
     def __init__(self, tokenizer, stops: Sequence[str], on_text: Callable[[str], None]):
-        self.tokenizer, self.stops, self.on_text = tokenizer, list(stops), on_text
-        self.byte_ids = byte_token_ids(tokenizer)
+        from knowlm.infer.detokenize import IncrementalText
+
+        self.stops = list(stops)
+        self.on_text = on_text
+        self.text = IncrementalText(tokenizer)
         self.ids: list[int] = []
         self.prompt_seen = False
         self.emitted = 0
@@ -204,8 +185,10 @@ class _TextStreamer:
             self.prompt_seen = True
             return
         self.ids.extend(int(t) for t in value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        safe = streamable_prefix(stable_text(self.tokenizer, self.byte_ids, self.ids, cut_at_stop(text, self.stops)[0]), self.stops)
+        text = self.text.update(self.ids)
+        stable = self.text.stable
+        cut, hit = cut_at_stop(text, self.stops)
+        safe = streamable_prefix(cut if hit and len(cut) < len(stable) else stable, self.stops)
         if safe > self.emitted:
             self.on_text(text[self.emitted : safe])
             self.emitted = safe
