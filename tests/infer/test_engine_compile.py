@@ -155,10 +155,12 @@ def test_serve_compile_flag_builds_a_slot_engine(cli, tiny_model_dir, monkeypatc
 
     monkeypatch.setattr(server, "build_engine", build_engine)
     monkeypatch.setattr(knowlm.serve, "run_server", lambda config, engine=None: built.append(engine))
-    result = cli("serve", "-m", tiny_model_dir, "--compile", "--max-batch-size", "3", "--threads", "1")
+    result = cli("serve", "-m", tiny_model_dir, "--compile", "--max-batch-size", "3", "--cache-len", "100", "--threads", "1")
     assert result.exit_code == 0, result.stderr
     config, engine = built
-    assert config.compile and isinstance(engine._kv, SlotBatch) and engine._kv.slots == 3
+    assert config.compile and isinstance(engine._kv, SlotBatch) and (engine._kv.slots, engine._kv.length, engine.max_context) == (3, 100, 100)
+    result = cli("serve", "-m", tiny_model_dir, "--cache-len", "100")
+    assert (result.exit_code, result.stderr) == (2, "error: --cache-len takes --compile and at least 2 tokens\n")
     assert not engine._kv.compiled  # nothing is compiled on a CPU; the slot layout is the same
     with pytest.raises(KnowlmError, match=r"^--compile is for --backend hf \(vLLM compiles its decode step on its own\)$"):
         make_backend("vllm", str(tiny_model_dir), options=EngineOptions(compile=True))

@@ -2,7 +2,7 @@
 
 vLLM is CUDA-only, so these tests inject a fake ``vllm`` package into ``sys.modules`` that records every
 call (engine arguments, prompts, sampling parameters with their JSON schema per prompt) and answers from
-a script; the real engine runs in the ``gpu`` test at the end when vLLM and CUDA are present.
+a script; the real engine runs in ``test_gpu_inference.py`` when vLLM and CUDA are present.
 """
 
 from __future__ import annotations
@@ -219,15 +219,3 @@ def test_vllm_compiles_the_same_grammar_as_constrained_decoding():
         ours = xgr.Grammar.from_json_schema(text, any_whitespace=False, separators=SEPARATORS, strict_mode=True)
         assert str(ours) == str(xgr.Grammar.from_json_schema(text, any_whitespace=False))
 
-
-@pytest.mark.gpu
-def test_real_vllm_constrained_extraction(tiny_model_dir):
-    """With vLLM installed on a CUDA machine: every constrained answer parses, for every prompt."""
-    pytest.importorskip("vllm")
-    from knowlm.ie import extract_texts
-    from knowlm.infer import DecodingParams, load_generator
-
-    generator = load_generator(str(tiny_model_dir), backend="vllm")
-    records = extract_texts(generator, TEXTS * 8, "re", SCHEMA, constrained=True, params=DecodingParams(max_new_tokens=160),
-                            bounds=Bounds(max_items=2, max_chars=4))
-    assert [r["parse_status"] for r in records] == ["ok"] * 16

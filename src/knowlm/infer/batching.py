@@ -64,6 +64,13 @@ class EngineConfig:
     compile: bool = False
     cache_len: int | None = None  # with compile: columns per slot (default max_context); a row's context
 
+    def validate(self) -> "EngineConfig":
+        if self.max_batch_size < 1:
+            raise KnowlmError("max_batch_size must be >= 1")
+        if self.cache_len is not None and (not self.compile or self.cache_len < 2):
+            raise KnowlmError("--cache-len takes --compile and at least 2 tokens")
+        return self
+
 
 @dataclass
 class _Row:
@@ -86,9 +93,7 @@ class BatchingEngine:
     def __init__(self, model, tokenizer, config: EngineConfig | None = None, adapter_paths: dict[str, str] | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.config = config or EngineConfig()
-        if self.config.max_batch_size < 1:
-            raise KnowlmError("max_batch_size must be >= 1")
+        self.config = (config or EngineConfig()).validate()
         self.adapter_paths = dict(adapter_paths or {})
         self.adapters = list(self.adapter_paths)
         prepare_tokenizer(tokenizer)
@@ -143,13 +148,14 @@ class BatchingEngine:
         unknown = set(config) - set(EngineConfig.__dataclass_fields__)
         if unknown:
             raise KnowlmError(f"unknown engine option(s): {', '.join(sorted(unknown))}")
-        for name, path in (adapters or {}).items():  # fail before the (slow) model load
+        engine_config = EngineConfig(**config).validate()  # fail before the (slow) model load
+        for name, path in (adapters or {}).items():
             check_adapter_dir(name, path)
         lm, tokenizer = load(model, dtype=dtype, device=device)
         adapters = dict(adapters or {})
         if adapters:
             lm = load_adapters(lm, adapters)
-        return cls(lm, tokenizer, EngineConfig(**config), adapter_paths=adapters)
+        return cls(lm, tokenizer, engine_config, adapter_paths=adapters)
 
     # -- public interface -----------------------------------------------------------------
     def start(self) -> "BatchingEngine":
@@ -299,10 +305,7 @@ class BatchingEngine:
 
     def _forward_decode(self, tokens: list[int], lengths: list[int], adapters: list[str | None]):
         """One decode step of the running batch (separate from prefill so benches can time it)."""
-        import torch
-
-        with torch.inference_mode():
-            return self._kv.decode(tokens, lengths, partial(self._forward, adapters=adapters))
+        return self._kv.decode(tokens, lengths, partial(self._forward, adapters=adapters))
 
     def _prefill(self, items) -> None:
         import torch

@@ -43,6 +43,8 @@ class SlotBatch:
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.cache.early_initialization(batch_size=slots, num_heads=heads, head_dim=head_dim, dtype=param.dtype, device=param.device)
+        size = 2 * config.num_hidden_layers * slots * heads * length * head_dim * param.element_size()
+        log.info("static KV cache: %d slots x %d tokens, %.2f GiB", slots, length, size / 2**30)
         self.model = model
         self.slots, self.length, self.pad_id = slots, length, pad_id
         self.device = param.device
@@ -113,30 +115,30 @@ class SlotBatch:
     def _step(self, input_ids, position_ids):
         import torch
 
-        if self.compiled:
-            torch.compiler.cudagraph_mark_step_begin()
-        kwargs = {self._cache_kwarg: self.cache}
-        try:
-            out = self._call(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids, use_cache=True, **kwargs)
-        except Exception:
-            if not self.compiled:
-                raise
-            log.exception("the compiled decode step failed; decoding without compiling from now on")
-            self.compiled, self._call = False, self.model.__call__
-            self._set_column(self.col)
-            out = self._call(input_ids=input_ids, attention_mask=self.mask, position_ids=position_ids, use_cache=True, **kwargs)
-        # A copy: CUDA graphs reuse their output buffers at the next replay.
-        return out.logits[:, -1, :].to(torch.float32, copy=True)
+        kwargs = {"input_ids": input_ids, "attention_mask": self.mask, "position_ids": position_ids, "use_cache": True, self._cache_kwarg: self.cache}
+        with torch.no_grad():  # as transformers' generate runs its compiled decode (not inference_mode)
+            if self.compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+                try:
+                    out = self._call(**kwargs)
+                except Exception:
+                    log.exception("the compiled decode step failed; decoding without compiling from now on")
+                    self.compiled, self._call = False, self.model.__call__
+                    self._set_column(self.col)
+                    out = self._call(**kwargs)
+            else:
+                out = self._call(**kwargs)
+            # A copy: CUDA graphs reuse their output buffers at the next replay.
+            return out.logits[:, -1, :].to(torch.float32, copy=True)
 
     def warm_up(self) -> None:
         """Compile (and capture) the decode step before the first request needs it."""
         import torch
 
-        with torch.inference_mode():
-            for _ in range(3):  # compile, then warm-up runs and the CUDA graph capture
-                self.mask[:, self.col] = 1
-                ids = torch.full((self.slots, 1), self.pad_id, dtype=torch.long, device=self.device)
-                self._step(ids, torch.zeros_like(ids))
+        for _ in range(3):  # compile, then warm-up runs and the CUDA graph capture
+            self.mask[:, self.col] = 1
+            ids = torch.full((self.slots, 1), self.pad_id, dtype=torch.long, device=self.device)
+            self._step(ids, torch.zeros_like(ids))
         self.mask.zero_()
         self._set_column(0)
 
