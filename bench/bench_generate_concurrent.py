@@ -11,7 +11,7 @@ vLLM runs with ``ignore_eos`` so it always writes ``--max-tokens``. Last line:
 ``generate_concurrent: <engine tokens/s / Generator tokens/s>``.
 
 CPU:  .venv/bin/python bench/bench_generate_concurrent.py            (a fresh tiny LLaMA)
-GPU:  .venv/bin/python bench/bench_generate_concurrent.py --model DIR --device cuda --dtype bfloat16 --compile
+GPU:  .venv/bin/python bench/bench_generate_concurrent.py --model DIR --device cuda --dtype bfloat16 --compile --cache-len 512
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def run_engine(model, tokenizer, prompts, args, compile: bool) -> dict:
     from knowlm.infer import DecodingParams
 
     engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=len(prompts), max_waiting=4 * len(prompts), num_threads=args.threads,
-                                                           compile=compile)).start()
+                                                           compile=compile, cache_len=args.cache_len if compile else None)).start()
     # CPU time of the engine thread in decode steps and in their forward passes: robust to other load on
     # the machine, and on a GPU the forward's share is its launch overhead.
     clock = {"step": 0.0, "forward": 0.0}
@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds after a warm-up; each figure is the best")
     parser.add_argument("--threads", type=int, default=1, help="CPU: torch threads")
     parser.add_argument("--compile", action="store_true", help="also measure --compile (static cache; CUDA graphs on a GPU)")
+    parser.add_argument("--cache-len", type=int, default=None, help="engine --compile: tokens per KV slot (default: the model's context)")
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even when installed")
     args = parser.parse_args()
 

@@ -10,7 +10,7 @@ Prints generated tokens/s, p50/p99 latency and mean decode batch for each, then
 a time>` and `serve_mixed_adapters: <alternating / single adapter>`.
 
 Run: .venv/bin/python bench/bench_serve_throughput.py [--clients 16] [--requests-per-client 4] [--max-tokens 64] [--rounds 3]
-GPU: .venv/bin/python bench/bench_serve_throughput.py --device cuda --dtype bfloat16 --model DIR [--compile]
+GPU: .venv/bin/python bench/bench_serve_throughput.py --device cuda --dtype bfloat16 --model DIR --clients 64 --max-batch-size 64 [--compile]
 (--compile: the base-model engines use static KV cache slots and a CUDA-graph decode step; adapter engines cannot)
 """
 
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
     parser.add_argument("--compile", action="store_true", help="base-model engines with --compile")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="rows of the batching engines (match --clients on a GPU)")
     args = parser.parse_args()
 
     from knowlm.infer.batching import BatchingEngine, EngineConfig
@@ -113,17 +114,17 @@ def main() -> None:
 
         adapters = {"ie": make_adapter(model_dir, Path(tmp) / "ie")}
 
-        def with_adapter(batch: int = 16):
+        def with_adapter(batch: int = args.max_batch_size):
             return BatchingEngine.from_pretrained(model_dir, adapters=adapters, dtype=args.dtype, device=args.device, max_batch_size=batch,
                                                   max_waiting=4096, num_threads=args.threads)
 
         name = Path(model_dir.rstrip("/")).name
         configs = {  # label -> (engine, model names the clients alternate over)
-            "continuous batching (max_batch_size=16)": (plain(16), (None,)),
+            f"continuous batching (max_batch_size={args.max_batch_size})": (plain(args.max_batch_size), (None,)),
             "one at a time (max_batch_size=1)": (plain(1), (None,)),
-            "adapter ie only (max_batch_size=16)": (with_adapter(), ("ie",)),
+            f"adapter ie only (max_batch_size={args.max_batch_size})": (with_adapter(), ("ie",)),
             "adapter ie only, one at a time (max_batch_size=1)": (with_adapter(1), ("ie",)),
-            "alternating ie / base model (max_batch_size=16)": (with_adapter(), ("ie", name)),
+            f"alternating ie / base model (max_batch_size={args.max_batch_size})": (with_adapter(), ("ie", name)),
         }
         runs: dict[str, dict] = {}
         with ExitStack() as stack:
