@@ -72,7 +72,8 @@ class TemplatePrompts:
         return get(self.template).stop
 
     def prompt(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
-        return render(self.template, instruction, input, system, history)
+        # a tokenizer's own chat template (template "chat_template") renders with the tokenizer
+        return render(self.template, instruction, input, system, history, tokenizer=getattr(self, "tokenizer", None))
 
 
 GENERATOR_BACKENDS = ("hf", "vllm")
