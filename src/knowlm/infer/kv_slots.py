@@ -35,6 +35,8 @@ class SlotBatch:
         import torch
         from transformers import StaticCache
 
+        if len(set(getattr(model, "hf_device_map", {}).values())) > 1:
+            raise KnowlmError("--compile needs the whole model on one device (its KV cache slots live there)")
         config = model.config.get_text_config(decoder=True)
         self.cache = StaticCache(config=config, max_cache_len=length)
         if any(not hasattr(layer, "cumulative_length") or getattr(layer, "is_sliding", False) for layer in self.cache.layers):
@@ -134,6 +136,9 @@ class SlotBatch:
     def warm_up(self) -> None:
         """Compile (and capture) the decode step before the first request needs it."""
         import torch
+
+        if not self.compiled:
+            return
 
         for _ in range(3):  # compile, then warm-up runs and the CUDA graph capture
             self.mask[:, self.col] = 1
