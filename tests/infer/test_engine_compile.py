@@ -7,8 +7,6 @@ slot layout of the batching engine (:mod:`knowlm.infer.kv_slots`) and the static
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -87,7 +85,7 @@ def test_slot_cache_matches_the_dynamic_cache_step_by_step(tiny_model):
 
 
 def test_compiled_engine_answers_equal_decoding_alone(tiny_model):
-    """The engine with --compile (slots of a static cache; no compiling on CPU) under staggered arrivals, with
+    """The engine with --compile (slots of a static cache; no compiling on CPU), more requests than slots and
     slots short enough that rows move: every greedy answer equals the Generator's; seeded sampling
     reproduces; stop strings cut."""
     from knowlm.infer.batching import BatchingEngine, EngineConfig
@@ -97,10 +95,10 @@ def test_compiled_engine_answers_equal_decoding_alone(tiny_model):
     engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=4, compile=True, cache_len=64, num_threads=1)).start()
     try:
         lengths = [20, 9, 16, 12, 20, 7, 18, 14, 25, 3, 22, 17]
-        handles = []
-        for i, n in enumerate(lengths):
-            handles.append((PROMPTS[i % 5], n, engine.submit(GenerationRequest(PROMPTS[i % 5], DecodingParams(max_new_tokens=n)))))
-            time.sleep(0.003)
+        # 12 requests for 4 slots: each waiting one takes a slot as soon as a row finishes, beside the others; the
+        # batch stays busy for more steps than the 64 columns, so the rows have to move left at least once.
+        handles = [(PROMPTS[i % 5], n, engine.submit(GenerationRequest(PROMPTS[i % 5], DecodingParams(max_new_tokens=n))))
+                   for i, n in enumerate(lengths)]
         for prompt, n, handle in handles:
             got, want = handle.result(), reference.generate([prompt], DecodingParams(max_new_tokens=n))[0]
             assert (got.text, got.num_tokens, got.finish_reason) == (want.text, want.num_tokens, want.finish_reason)
