@@ -10,6 +10,8 @@ Prints generated tokens/s, p50/p99 latency and mean decode batch for each, then
 a time>` and `serve_mixed_adapters: <alternating / single adapter>`.
 
 Run: .venv/bin/python bench/bench_serve_throughput.py [--clients 16] [--requests-per-client 4] [--max-tokens 64] [--rounds 3]
+GPU: .venv/bin/python bench/bench_serve_throughput.py --device cuda --dtype bfloat16 --model DIR --clients 64 --max-batch-size 64 [--compile]
+(--compile: the base-model engines use static KV cache slots and a CUDA-graph decode step; adapter engines cannot)
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="engine threads (same for every run)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each configuration reports its best")
     parser.add_argument("--model", default=None, help="model directory (default: a fresh tiny LLaMA)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    parser.add_argument("--compile", action="store_true", help="base-model engines with --compile")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="rows of the batching engines (match --clients on a GPU)")
     args = parser.parse_args()
 
     from knowlm.infer.batching import BatchingEngine, EngineConfig
@@ -101,23 +107,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or str(make_tiny(Path(tmp) / "tiny"))
-        model, tokenizer = load(model_dir)
+        model, tokenizer = load(model_dir, dtype=args.dtype, device=args.device)
 
         def plain(batch: int):
-            return BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=batch, max_waiting=4096, num_threads=args.threads))
+            return BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=batch, max_waiting=4096, num_threads=args.threads, compile=args.compile))
 
         adapters = {"ie": make_adapter(model_dir, Path(tmp) / "ie")}
 
-        def with_adapter(batch: int = 16):
-            return BatchingEngine.from_pretrained(model_dir, adapters=adapters, max_batch_size=batch, max_waiting=4096, num_threads=args.threads)
+        def with_adapter(batch: int = args.max_batch_size):
+            return BatchingEngine.from_pretrained(model_dir, adapters=adapters, dtype=args.dtype, device=args.device, max_batch_size=batch,
+                                                  max_waiting=4096, num_threads=args.threads)
 
         name = Path(model_dir.rstrip("/")).name
         configs = {  # label -> (engine, model names the clients alternate over)
-            "continuous batching (max_batch_size=16)": (plain(16), (None,)),
+            f"continuous batching (max_batch_size={args.max_batch_size})": (plain(args.max_batch_size), (None,)),
             "one at a time (max_batch_size=1)": (plain(1), (None,)),
-            "adapter ie only (max_batch_size=16)": (with_adapter(), ("ie",)),
+            f"adapter ie only (max_batch_size={args.max_batch_size})": (with_adapter(), ("ie",)),
             "adapter ie only, one at a time (max_batch_size=1)": (with_adapter(1), ("ie",)),
-            "alternating ie / base model (max_batch_size=16)": (with_adapter(), ("ie", name)),
+            f"alternating ie / base model (max_batch_size={args.max_batch_size})": (with_adapter(), ("ie", name)),
         }
         runs: dict[str, dict] = {}
         with ExitStack() as stack:
@@ -137,7 +144,8 @@ def main() -> None:
         print(f"{label}: {r['tokens']} tokens in {r['wall_s']:.2f} s = {r['tok_s']:.1f} tok/s; "
               f"latency p50 {r['p50_s'] * 1000:.0f} ms, p99 {r['p99_s'] * 1000:.0f} ms; "
               f"{r['requests']} requests, {r['errors']} errors; mean decode batch {r['mean_batch']:.1f}")
-    print(f"clients={args.clients} requests/client={args.requests_per_client} max_tokens={args.max_tokens} threads={args.threads} rounds={args.rounds} (best of)")
+    print(f"clients={args.clients} requests/client={args.requests_per_client} max_tokens={args.max_tokens} threads={args.threads} rounds={args.rounds} (best of) "
+          f"device={args.device} dtype={args.dtype} compile={args.compile}")
     batched, single, adapter, adapter_single, mixed = runs.values()
     print(f"serve_adapter_throughput: {adapter['tok_s'] / adapter_single['tok_s']:.2f}")
     print(f"serve_throughput: {batched['tok_s'] / single['tok_s']:.2f}")

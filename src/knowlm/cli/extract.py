@@ -30,6 +30,8 @@ def extract(
     keep_hallucinated: bool = typer.Option(False, help="Keep spans that do not occur in the text."),
     dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    backend: str = typer.Option("hf", help="hf (Hugging Face, CPU or GPU) or vllm (vLLM offline engine, CUDA; needs the gpu extra)."),
+    compile: bool = typer.Option(False, "--compile", help="hf: static KV cache, compiled with CUDA graphs on a GPU (first batches compile)."),
     overwrite: bool = OVERWRITE,
     allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
@@ -39,6 +41,9 @@ def extract(
     merged with offsets; each record carries parse_status (ok / partial / failed) and reasons.
 
     Example: knowlm extract -m demo-work/merged --task re --schema '["located in","place of birth"]' -i demo-work/ie-after/gold.jsonl -o demo-work/examples/pred.jsonl
+
+    On a GPU, --backend vllm decodes with vLLM (same prompts, schema and parser; --constrained uses vLLM's
+    structured outputs with the same JSON schema).
     """
     from knowlm.ie.extract import extract_texts
     from knowlm.ie.schema import check_task, load_schema
@@ -71,7 +76,7 @@ def extract(
         console.print(f"{input} holds no texts; wrote an empty {output} (--allow-empty).")
         return
     params = decoding_from_flags("ie", max_new_tokens=max_new_tokens)
-    generator = load_generator(model, adapter, template, dtype=dtype, device=device)
+    generator = load_generator(model, adapter, template, dtype=dtype, device=device, backend=backend, compile=compile)
     run: dict = {}
     records = extract_texts(
         generator, texts, task, schema_obj, lang=lang, style=style, split_num=split_num, constrained=constrained,

@@ -26,6 +26,8 @@ def serve(
     tensor_parallel_size: int = typer.Option(1, help="vllm: GPUs to shard the model over."),
     gpu_memory_utilization: float = typer.Option(0.9, help="vllm: fraction of GPU memory to use."),
     threads: Optional[int] = typer.Option(None, help="hf: CPU threads for the model (default: torch's; 1 suits small models)."),
+    compile: bool = typer.Option(False, "--compile", help="hf: static KV cache of --max-batch-size slots; on a GPU the decode step runs as a CUDA graph (compiled at start)."),
+    cache_len: Optional[int] = typer.Option(None, help="hf with --compile: tokens of context per slot (default: the model's); KV memory is slots x this."),
     dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda (hf backend)."),
     graceful_timeout: float = typer.Option(30.0, help="Seconds in-flight requests get to finish on shutdown."),
@@ -54,7 +56,8 @@ def serve(
         model=model, adapters=parse_adapters(adapter), host=host, port=port, api_key=api_key or None, backend=backend,
         model_name=model_name, template=template, dtype=dtype, device=device, max_batch_size=max_batch_size,
         max_waiting=max_queue, num_threads=threads, tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-        graceful_timeout=graceful_timeout, limits=limits, log_level=log_level, cors_origins=list(cors_origin or []),
+        graceful_timeout=graceful_timeout, limits=limits, log_level=log_level, cors_origins=list(cors_origin or []), compile=compile,
+        cache_len=cache_len,
     )
     with console.status(f"loading {model} ({backend} backend)"):
         engine = build_engine(config)

@@ -148,14 +148,27 @@ def make_processor(compiled: Sequence[Any]):
     return GrammarLogitsProcessor(compiled)
 
 
-def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE):
-    """A ``TextGenerator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
-    batch of prompt ``i`` (:class:`Schema` objects may mix tasks in one batch). Grammars mask the
-    generator's ``vocab_size`` logits with its ``tokenizer``."""
-    tokenizer = generator.tokenizer
-    grammars = [cache.grammar(tokenizer, generator.vocab_size, json_schema(task, s, bounds)) for s in row_schemas]
+class SchemaProcessors:
+    """What :func:`processor_factory` returns: a ``TextGenerator.generate(logits_processor=...)`` factory.
 
-    def factory(indices: Sequence[int]) -> list:
-        return [make_processor([grammars[i] for i in indices])]
+    Called with one batch's prompt indices it gives that batch's xgrammar logits processor (the Hugging
+    Face generators); ``json_schemas[i]`` is prompt ``i``'s JSON Schema, for backends that constrain
+    output from the schema themselves (vLLM's structured outputs, :mod:`knowlm.infer.vllm_generator`),
+    so every backend decodes against the same schema. Grammars are compiled (and cached) on first use.
+    """
 
-    return factory
+    def __init__(self, tokenizer, vocab_size: int, json_schemas: Sequence[dict], cache: GrammarCache = CACHE):
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.json_schemas = list(json_schemas)
+        self.cache = cache
+
+    def __call__(self, indices: Sequence[int]) -> list:
+        return [make_processor([self.cache.grammar(self.tokenizer, self.vocab_size, self.json_schemas[i]) for i in indices])]
+
+
+def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE) -> SchemaProcessors:
+    """The constrained-decoding factory for ``generator``: ``row_schemas[i]`` is the schema batch of prompt
+    ``i`` (:class:`Schema` objects may mix tasks in one batch). Grammars mask the generator's
+    ``vocab_size`` logits with its ``tokenizer``."""
+    return SchemaProcessors(generator.tokenizer, generator.vocab_size, [json_schema(task, s, bounds) for s in row_schemas], cache)

@@ -193,6 +193,8 @@ class EngineOptions:
     num_threads: int | None = None  # hf: intra-op threads of the engine thread
     tensor_parallel_size: int = 1  # vllm
     gpu_memory_utilization: float = 0.9  # vllm
+    compile: bool = False  # hf: static KV cache slots, decode step compiled with CUDA graphs on a GPU
+    cache_len: int | None = None  # hf with compile: tokens of context per slot (default: the model's)
 
 
 BACKENDS = ("hf", "vllm")
@@ -209,10 +211,14 @@ def make_backend(kind: str, model: str, adapters: dict[str, str] | None = None, 
 
         return BatchingEngine.from_pretrained(
             model, adapters=adapters, dtype=o.dtype, device=o.device,
-            max_batch_size=o.max_batch_size, max_waiting=o.max_waiting, num_threads=o.num_threads,
+            max_batch_size=o.max_batch_size, max_waiting=o.max_waiting, num_threads=o.num_threads, compile=o.compile,
+            cache_len=o.cache_len,
         )
     if kind == "vllm":
         from knowlm.infer.vllm_backend import VllmEngine
+
+        if o.compile:
+            raise KnowlmError("--compile is for --backend hf (vLLM compiles its decode step on its own)")
 
         return VllmEngine.from_pretrained(
             model, adapters=adapters, dtype=o.dtype, tensor_parallel_size=o.tensor_parallel_size,

@@ -3,13 +3,15 @@
 One background thread owns the batch. Each step it
 
 1. admits waiting requests into the running batch (up to ``max_batch_size``): their prompts are
-   prefilled together, left-padded, and their KV cache is merged into the running one
-   (:mod:`knowlm.infer.kv_cache`);
+   prefilled together, left-padded, and their KV cache joins the running one (a growing
+   ``DynamicCache``, :mod:`knowlm.infer.kv_cache`; or, with ``compile``, fixed slots of a static cache
+   whose decode step runs as a CUDA graph on a GPU, :mod:`knowlm.infer.kv_slots`);
 2. picks the next token of every row with that row's own decoding parameters, penalties,
    processors and seeded generator (:mod:`knowlm.infer.sampling`, the code the batched
    ``Generator`` uses too);
-3. streams the new text to each request, and drops rows that finished (EOS, stop string or token,
-   ``max_new_tokens``, context end), were cancelled, or failed, freeing their slot at once;
+3. streams the new text to each request (decoded incrementally, :mod:`knowlm.infer.detokenize`), and
+   drops rows that finished (EOS, stop string or token, ``max_new_tokens``, context end), were
+   cancelled, or failed, freeing their slot at once;
 4. runs one forward pass over all remaining rows.
 
 Requests that arrive while others decode share their forward passes, and rows carry their own
@@ -33,10 +35,11 @@ from functools import partial
 
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
-from knowlm.infer import kv_cache
 from knowlm.infer.backends import BackendError, EngineStoppedError, Event, GenerationRequest, PromptTooLongError, QueueFullError, RequestHandle
-from knowlm.infer.engine import byte_token_ids, check_token_ids, cut_at_stop, eos_token_ids, stable_text, streamable_prefix
-from knowlm.infer.sampling import RowError, hold_back_ids, next_token, row_generator, token_logprobs
+from knowlm.infer.detokenize import IncrementalText, byte_token_ids
+from knowlm.infer.engine import check_token_ids, cut_at_stop, eos_token_ids, streamable_prefix
+from knowlm.infer.kv_cache import DynamicBatch, cache_kwarg
+from knowlm.infer.sampling import RowError, choose_tokens, hold_back_ids, row_generator
 from knowlm.infer.solo import SoloRunner, run_beam
 from knowlm.models.loading import prepare_tokenizer
 
@@ -56,6 +59,17 @@ class EngineConfig:
     solo_workers: int = 1  # beam searches running beside the batch at once
     max_solo_waiting: int = 16  # beam searches queued before 429
     max_logprobs: int = 20  # most alternatives a request may ask per token
+    # Static KV cache of max_batch_size slots (kv_slots); on CUDA the decode step is compiled with CUDA
+    # graphs. Not with LoRA adapters (their per-row routing cannot be captured).
+    compile: bool = False
+    cache_len: int | None = None  # with compile: columns per slot (default max_context); a row's context
+
+    def validate(self) -> "EngineConfig":
+        if self.max_batch_size < 1:
+            raise KnowlmError("max_batch_size must be >= 1")
+        if self.cache_len is not None and (not self.compile or self.cache_len < 2):
+            raise KnowlmError("--cache-len takes --compile and at least 2 tokens")
+        return self
 
 
 @dataclass
@@ -70,6 +84,7 @@ class _Row:
     emitted: int = 0  # characters of text already streamed
     length: int = 0  # real (non-padding) tokens in this row's KV cache
     logprobs: list = field(default_factory=list)  # (token, logprob, top) not yet sent
+    text: IncrementalText | None = None  # the answer's text so far
 
 
 class BatchingEngine:
@@ -78,9 +93,7 @@ class BatchingEngine:
     def __init__(self, model, tokenizer, config: EngineConfig | None = None, adapter_paths: dict[str, str] | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.config = config or EngineConfig()
-        if self.config.max_batch_size < 1:
-            raise KnowlmError("max_batch_size must be >= 1")
+        self.config = (config or EngineConfig()).validate()
         self.adapter_paths = dict(adapter_paths or {})
         self.adapters = list(self.adapter_paths)
         prepare_tokenizer(tokenizer)
@@ -94,6 +107,15 @@ class BatchingEngine:
             from knowlm.infer.adapters import AdapterRouter
 
             self.router = AdapterRouter(model)
+        self._cache_kwarg = cache_kwarg(model)
+        self._kv = DynamicBatch()  # the running batch's KV cache, rows in self._rows order
+        if self.config.compile:
+            if self.router is not None:
+                raise KnowlmError("--compile cannot serve LoRA adapters (rows route to adapters in Python); merge the adapter or drop --compile")
+            from knowlm.infer.kv_slots import SlotBatch
+
+            self.max_context = min(self.max_context, int(self.config.cache_len or self.max_context))
+            self._kv = SlotBatch(model, self.config.max_batch_size, self.max_context, self.pad_id, compile=True)
         self._tok_lock = threading.Lock()
         self._cond = threading.Condition()
         self._waiting: deque[tuple[GenerationRequest, RequestHandle, list[int]]] = deque()
@@ -103,8 +125,6 @@ class BatchingEngine:
         self._thread: threading.Thread | None = None
         # Running batch state (engine thread only).
         self._rows: list[_Row] = []
-        self._cache = None
-        self._mask = None  # [B, T] attention mask over the cache columns
         self._logits = None  # [B, V] next-token logits of each row
         # Counters for /metrics and tests.
         self.decode_passes = 0
@@ -128,13 +148,14 @@ class BatchingEngine:
         unknown = set(config) - set(EngineConfig.__dataclass_fields__)
         if unknown:
             raise KnowlmError(f"unknown engine option(s): {', '.join(sorted(unknown))}")
-        for name, path in (adapters or {}).items():  # fail before the (slow) model load
+        engine_config = EngineConfig(**config).validate()  # fail before the (slow) model load
+        for name, path in (adapters or {}).items():
             check_adapter_dir(name, path)
         lm, tokenizer = load(model, dtype=dtype, device=device)
         adapters = dict(adapters or {})
         if adapters:
             lm = load_adapters(lm, adapters)
-        return cls(lm, tokenizer, EngineConfig(**config), adapter_paths=adapters)
+        return cls(lm, tokenizer, engine_config, adapter_paths=adapters)
 
     # -- public interface -----------------------------------------------------------------
     def start(self) -> "BatchingEngine":
@@ -233,6 +254,11 @@ class BatchingEngine:
         torch.set_grad_enabled(False)
         if self.config.num_threads:
             torch.set_num_threads(self.config.num_threads)
+        if hasattr(self._kv, "warm_up"):
+            try:
+                self._kv.warm_up()  # compile before the first request waits for it
+            except Exception:
+                log.exception("warming up the compiled decode step failed")
         while True:
             with self._cond:
                 while not self._waiting and not self._rows and not self._stopping:
@@ -269,11 +295,17 @@ class BatchingEngine:
         return self.router.rows(adapters) if self.router is not None else nullcontext()
 
     def _forward(self, input_ids, attention_mask, position_ids, cache, adapters: list[str | None]):
+        """Next-token logits of each row; ``cache`` (a ``DynamicCache``) is extended in place."""
         import torch
 
         with self.adapter_rows(adapters), torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache, use_cache=True)
-        return out.logits[:, -1, :].float(), out.past_key_values
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                             logits_to_keep=1, **{self._cache_kwarg: cache})
+        return out.logits[:, -1, :].float()
+
+    def _forward_decode(self, tokens: list[int], lengths: list[int], adapters: list[str | None]):
+        """One decode step of the running batch (separate from prefill so benches can time it)."""
+        return self._kv.decode(tokens, lengths, partial(self._forward, adapters=adapters))
 
     def _prefill(self, items) -> None:
         import torch
@@ -288,25 +320,25 @@ class BatchingEngine:
             mask[i, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = self._forward(input_ids, mask, positions, DynamicCache(), [request.adapter for request, _, _ in items])
+        cache = DynamicCache()
+        logits = self._forward(input_ids, mask, positions, cache, [request.adapter for request, _, _ in items])
         self.prefill_passes += 1
         rows = []
         for request, handle, ids in items:
             p = request.params
             rng = row_generator(p.seed, device) if p.sampling else None
-            rows.append(_Row(handle, ids, p, request.adapter, rng, hold_back_ids(self.eos_ids, p), length=len(ids)))
-        if not self._rows:
-            self._rows, self._cache, self._mask, self._logits = rows, cache, mask, logits
-        else:
-            self._cache, self._mask = kv_cache.merge_caches(self._cache, self._mask, cache, mask)
-            self._rows = self._rows + rows
-            self._logits = torch.cat([self._logits, logits], dim=0)
+            rows.append(_Row(handle, ids, p, request.adapter, rng, hold_back_ids(self.eos_ids, p), length=len(ids),
+                             text=IncrementalText(self.tokenizer, self._byte_ids)))
+        with torch.inference_mode():
+            self._kv.admit(cache, mask, [len(ids) for _, _, ids in items], [row.length for row in self._rows])
+        self._logits = logits if not self._rows else torch.cat([self._logits, logits], dim=0)
+        self._rows = self._rows + rows
         self.max_rows_seen = max(self.max_rows_seen, len(self._rows))
 
     def _step(self) -> None:
         import torch
 
-        tokens, failures = self._choose_tokens()
+        tokens, failures = choose_tokens(self._logits, self._rows, self.eos_ids, FAILED)
         keep: list[int] = []
         step_tokens = 0
         for i, (row, token) in enumerate(zip(self._rows, tokens)):
@@ -318,7 +350,7 @@ class BatchingEngine:
                 continue
             reason = self._advance(row, token)
             step_tokens += reason != "eos"
-            text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+            text = row.text.update(row.generated)
             if reason is None and row.params.stop and len(row.generated) >= row.params.min_new_tokens:
                 cut, hit = cut_at_stop(text, row.params.stop)
                 if hit:
@@ -326,7 +358,7 @@ class BatchingEngine:
             if reason is None and (len(row.generated) >= row.params.max_new_tokens or row.length + 1 >= self.max_context):
                 reason = "length"
             if reason is None:
-                safe = streamable_prefix(stable_text(self.tokenizer, self._byte_ids, row.generated, text), row.params.stop)
+                safe = streamable_prefix(row.text.stable, row.params.stop)
                 if safe > row.emitted or row.logprobs:
                     row.handle.push(Event(text=text[row.emitted : safe], num_tokens=len(row.generated), prompt_tokens=len(row.prompt_ids), logprobs=self._take_logprobs(row)))
                     row.emitted = max(row.emitted, safe)
@@ -339,21 +371,14 @@ class BatchingEngine:
             self._recent.popleft()
 
         if not keep:
-            self._rows, self._cache, self._mask, self._logits = [], None, None, None
+            self._clear()
             return
         if len(keep) < len(self._rows):
-            index = torch.tensor(keep, device=self._mask.device)
             self._rows = [self._rows[i] for i in keep]
-            kv_cache.select_rows(self._cache, index)
-            self._mask = self._mask[index]
-            self._cache, self._mask = kv_cache.trim_left(self._cache, self._mask)
+            self._kv.keep(keep, [row.length for row in self._rows])
             tokens = [tokens[i] for i in keep]
-        device = self._mask.device
-        input_ids = torch.tensor(tokens, dtype=torch.long, device=device)[:, None]
-        self._mask = torch.cat([self._mask, self._mask.new_ones(len(self._rows), 1)], dim=1)
-        positions = torch.tensor([row.length for row in self._rows], dtype=torch.long, device=device)[:, None]
         adapters = [row.adapter for row in self._rows]
-        self._logits, self._cache = self._forward(input_ids, self._mask, positions, self._cache, adapters)
+        self._logits = self._forward_decode(tokens, [row.length for row in self._rows], adapters)
         for row in self._rows:
             row.length += 1
         self.decode_passes += 1
@@ -366,32 +391,6 @@ class BatchingEngine:
             return "eos"
         row.generated.append(token)
         return "stop" if token in row.params.stop_token_ids else None
-
-    def _choose_tokens(self) -> tuple[list[int], dict[int, RowError]]:
-        """The next token of every row, each with its own decoding parameters; rows that cannot go on."""
-        import torch
-
-        logits = self._logits
-        tokens = logits.argmax(dim=-1).tolist()
-        broken = torch.isnan(logits).any(dim=-1).tolist()
-        failures: dict[int, RowError] = {}
-        for i, row in enumerate(self._rows):
-            p = row.params
-            processors = row.handle.request.processors
-            try:
-                if p.sampling or p.adjusts_scores or processors:
-                    seen = torch.tensor([row.prompt_ids + row.generated], dtype=torch.long, device=logits.device)
-                    tokens[i] = next_token(logits[i : i + 1], p, seen, len(row.generated), row.hold_back, processors, row.rng)
-                elif broken[i]:
-                    raise RowError("the model produced no valid scores for this request", 500)
-                if row.handle.request.logprobs is not None and not (tokens[i] in self.eos_ids and tokens[i] not in p.stop_token_ids):
-                    row.logprobs.append((tokens[i], *token_logprobs(logits[i], tokens[i], row.handle.request.logprobs)))
-            except RowError as exc:
-                failures[i] = exc
-            except Exception:  # a logits processor (e.g. a grammar) raised: this request only
-                log.exception("choosing the next token of %s failed", row.handle.request_id)
-                failures[i] = RowError(FAILED, 500)
-        return tokens, failures
 
     @staticmethod
     def _take_logprobs(row: _Row) -> list | None:
@@ -419,7 +418,11 @@ class BatchingEngine:
     def _fail_rows(self, message: str, status: int = 500) -> None:
         for row in self._rows:
             row.handle.push(Event(error=message, status=status, prompt_tokens=len(row.prompt_ids)))
-        self._rows, self._cache, self._mask, self._logits = [], None, None, None
+        self._clear()
+
+    def _clear(self) -> None:
+        self._rows, self._logits = [], None
+        self._kv.clear()
 
     def _fail_all(self, message: str) -> None:
         self._fail_rows(message, status=503)

@@ -79,6 +79,9 @@ class TemplatePrompts:
         return render(self.template, instruction, input, system, history, tokenizer=getattr(self, "tokenizer", None))
 
 
+GENERATOR_BACKENDS = ("hf", "vllm")
+
+
 def load_generator(
     model: str,
     adapter: str | None = None,
@@ -88,13 +91,31 @@ def load_generator(
     quantization: str | None = None,
     allocate: Sequence[float] | None = None,
     trust_remote_code: bool = False,
+    backend: str = "hf",
+    compile: bool = False,
 ):
-    """Load ``model`` (+ PEFT ``adapter``) into a batched Hugging Face generator.
+    """Load ``model`` (+ PEFT ``adapter``) into a generator: the batched Hugging Face ``Generator``
+    (``backend="hf"``; ``compile``: static KV cache, and ``torch.compile`` with CUDA graphs on a GPU), or
+    vLLM's offline engine (``backend="vllm"``, CUDA only).
 
     The template is resolved here, once: ``template`` (a ``--template`` flag) if given, else the
     adapter's ``knowlm.json``, else the model's, else the default (see ``resolve_template``). An
     unknown name or a corrupt manifest fails before the weights load.
     """
+    from knowlm.errors import KnowlmError
+
+    if backend not in GENERATOR_BACKENDS:
+        raise KnowlmError(f"unknown backend {backend!r}; choose one of: {', '.join(GENERATOR_BACKENDS)}")
+    if backend == "vllm":
+        on_gpu = device == "auto" or device.startswith("cuda")
+        unsupported = [flag for flag, used in ((f"--device {device}", not on_gpu), ("quantization", quantization),
+                                               ("--allocate", allocate), ("--compile", compile)) if used]
+        if unsupported:
+            raise KnowlmError(f"--backend vllm does not take {', '.join(unsupported)} (vLLM runs on CUDA and compiles on its own)")
+        from knowlm.infer.vllm_generator import VllmGenerator
+
+        return VllmGenerator.from_pretrained(model, adapter, template, dtype=dtype)
+
     from knowlm.infer.engine import Generator
     from knowlm.models import load, resolve_template
 
@@ -103,4 +124,4 @@ def load_generator(
         model, adapter=adapter, dtype=dtype, device=device, quantization=quantization, allocate=allocate,
         trust_remote_code=trust_remote_code, template=name,
     )
-    return Generator(lm, tokenizer, template=name)
+    return Generator(lm, tokenizer, template=name, compile=compile)

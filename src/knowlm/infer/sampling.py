@@ -14,9 +14,12 @@ temperature, top-k, top-p and a draw. Bad numerics end the row with :class:`RowE
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 from knowlm.decoding import DecodingParams
+
+log = logging.getLogger("knowlm.infer.batching")  # the engine's log: failures there are the engine's rows
 
 BAD_NUMERICS = (
     "the decoding parameters of this request give no valid next-token distribution "
@@ -96,6 +99,36 @@ def next_token(scores, params: DecodingParams, seen, n_generated: int, hold_back
     for processor in processors or ():
         scores = processor(seen, scores)
     return choose(scores, params, rng)
+
+
+def choose_tokens(logits, rows, eos_ids, failed_message: str) -> tuple[list[int], dict[int, RowError]]:
+    """The continuous-batching engine's step: the next token of every row of ``logits`` ([rows, V]), each
+    with its row's parameters, processors and generator, and the rows that cannot go on (index -> error;
+    ``failed_message`` for an internal error, whose details go to the log). Rows are the engine's: they
+    carry ``params``, ``handle``, ``prompt_ids``, ``generated``, ``hold_back``, ``rng`` and ``logprobs``."""
+    import torch
+
+    # Greedy choices and NaN flags (max propagates NaN) from one pass, in one device-to-host copy.
+    best, tokens = logits.max(dim=-1)
+    tokens, broken = torch.stack([tokens, best.isnan().long()]).tolist()
+    failures: dict[int, RowError] = {}
+    for i, row in enumerate(rows):
+        p = row.params
+        request = row.handle.request
+        try:
+            if p.sampling or p.adjusts_scores or request.processors:
+                seen = torch.tensor([row.prompt_ids + row.generated], dtype=torch.long, device=logits.device)
+                tokens[i] = next_token(logits[i : i + 1], p, seen, len(row.generated), row.hold_back, request.processors, row.rng)
+            elif broken[i]:
+                raise RowError("the model produced no valid scores for this request", 500)
+            if request.logprobs is not None and not (tokens[i] in eos_ids and tokens[i] not in p.stop_token_ids):
+                row.logprobs.append((tokens[i], *token_logprobs(logits[i], tokens[i], request.logprobs)))
+        except RowError as exc:
+            failures[i] = exc
+        except Exception:  # a logits processor (e.g. a grammar) raised: this request only
+            log.exception("choosing the next token of %s failed", row.handle.request_id)
+            failures[i] = RowError(failed_message, 500)
+    return tokens, failures
 
 
 def token_logprobs(raw_scores, token: int, top: int) -> tuple[float, list[tuple[int, float]]]:

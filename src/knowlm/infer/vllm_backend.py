@@ -50,8 +50,39 @@ def _require_vllm():
     return vllm
 
 
-def sampling_params(p: DecodingParams, logprobs: int | None = None):
-    """DecodingParams -> vllm.SamplingParams (n=1)."""
+def model_limits(path: str) -> tuple[int, int | None]:
+    """(context length, vocabulary size) from the model's ``config.json``."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    return int(getattr(config, "max_position_embeddings", None) or 2048), getattr(config, "vocab_size", None)
+
+
+def json_output(schema: dict) -> dict:
+    """The ``SamplingParams`` keyword that constrains output to JSON matching ``schema``:
+    ``structured_outputs=StructuredOutputsParams(json=...)`` (current vLLM), else the older releases'
+    ``guided_decoding=GuidedDecodingParams(json=...)``."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+
+
+def compact_json_engine_args() -> dict:
+    """Engine arguments that make vLLM compile a JSON schema exactly as ``knowlm.ie.constrained`` does:
+    xgrammar without free whitespace (so separators are ``", "`` and ``": "``, what models are tuned on)."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams  # noqa: F401
+    except ImportError:
+        return {"guided_decoding_backend": "xgrammar:disable-any-whitespace"}
+    return {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+
+
+def sampling_params(p: DecodingParams, logprobs: int | None = None, json_schema: dict | None = None):
+    """DecodingParams -> vllm.SamplingParams (n=1); ``json_schema``: structured JSON output."""
     from vllm import SamplingParams
 
     if p.num_beams > 1:
@@ -71,6 +102,7 @@ def sampling_params(p: DecodingParams, logprobs: int | None = None):
         stop_token_ids=list(p.stop_token_ids) or None,
         seed=None if p.seed is None else p.seed % 2**63,
         logprobs=logprobs,
+        **(json_output(json_schema) if json_schema is not None else {}),
     )
 
 
@@ -155,12 +187,9 @@ class VllmEngine:
         except Exception as exc:  # vLLM reports CUDA / memory / config problems as assorted exceptions
             loop.call_soon_threadsafe(loop.stop)
             raise KnowlmError(f"vLLM could not start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(path)
-        context = int(getattr(config, "max_position_embeddings", 2048))
+        context, vocab_size = model_limits(path)
         return cls(engine, load_tokenizer(path), context, adapters, max_inflight=max_batch_size + max_waiting, loop=loop, thread=thread,
-                   vocab_size=getattr(config, "vocab_size", None))
+                   vocab_size=vocab_size)
 
     # -- Backend interface ------------------------------------------------------------------
     def start(self) -> "VllmEngine":

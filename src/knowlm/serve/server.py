@@ -36,6 +36,8 @@ class ServeConfig:
     num_threads: int | None = None  # hf: intra-op threads of the engine thread
     tensor_parallel_size: int = 1  # vllm only
     gpu_memory_utilization: float = 0.9  # vllm only
+    compile: bool = False  # hf only: static KV cache slots, CUDA-graph decode step on a GPU
+    cache_len: int | None = None  # hf with compile: tokens of context per slot
     graceful_timeout: float = 30.0
     limits: ServeLimits = field(default_factory=ServeLimits)
     log_level: str = "info"
@@ -47,6 +49,7 @@ class ServeConfig:
         return EngineOptions(
             dtype=self.dtype, device=self.device, max_batch_size=self.max_batch_size, max_waiting=self.max_waiting,
             num_threads=self.num_threads, tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
+            compile=self.compile, cache_len=self.cache_len,
         )
 
 
