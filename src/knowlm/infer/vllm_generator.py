@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
 from knowlm.infer.engine import check_token_ids, eos_token_ids
-from knowlm.infer.generator import Generation, ProcessorFactory, TemplatePrompts
+from knowlm.infer.generator import Generation, ProcessorFactory, ProgressCallback, TemplatePrompts
 from knowlm.infer.vllm_backend import _require_vllm, compact_json_engine_args, model_limits, sampling_params
 
 
@@ -84,10 +84,12 @@ class VllmGenerator(TemplatePrompts):
         params: DecodingParams | None = None,
         batch_size: int = 16,
         logits_processor: ProcessorFactory | None = None,
-        progress: bool = False,
+        progress: bool | ProgressCallback = False,
     ) -> list[Generation]:
         """One :class:`Generation` per prompt, in order. ``logits_processor`` must be a schema factory
-        (``knowlm.ie.constrained.processor_factory``): vLLM takes the schema, not Python processors."""
+        (``knowlm.ie.constrained.processor_factory``): vLLM takes the schema, not Python processors.
+        vLLM decodes every prompt in one call, so a progress callback hears of them all at the end
+        (vLLM's own bar shows the progress meanwhile)."""
         params = (params or DecodingParams()).validate()
         check_token_ids(params, self.vocab_size)
         if not prompts:
@@ -101,8 +103,11 @@ class VllmGenerator(TemplatePrompts):
             sampling: Any = sampling_params(params)
         else:
             sampling = [sampling_params(params, json_schema=schema) for schema in schemas]
-        outputs = self.llm.generate(list(prompts), sampling, use_tqdm=progress, lora_request=self.lora)
-        return [self._generation(output, params) for output in outputs]
+        outputs = self.llm.generate(list(prompts), sampling, use_tqdm=bool(progress), lora_request=self.lora)
+        generations = [self._generation(output, params) for output in outputs]
+        if callable(progress):
+            progress(range(len(generations)), generations)
+        return generations
 
     def _generation(self, output, params: DecodingParams) -> Generation:
         completion = output.outputs[0]
