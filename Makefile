@@ -34,7 +34,7 @@ system-deps:
 	elif [ -n "$$missing" ]; then echo "note: missing system packages:$$missing (some tests will skip)"; fi
 
 demo: setup
-	$(BIN)/knowlm demo --workdir demo-work
+	$(BIN)/knowlm demo --workdir demo-work --overwrite
 
 test: setup-dev
 	$(BIN)/python -m pytest -q

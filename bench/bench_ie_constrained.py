@@ -8,6 +8,7 @@ is not cut short by the grammar. The model is the benchmark model of bench_ie_ba
 unconstrained seconds per token; target <= 1.15).
 
 Run: .venv/bin/python bench/bench_ie_constrained.py [--prompts 16] [--max-new-tokens 64]
+GPU: .venv/bin/python bench/bench_ie_constrained.py --device cuda --dtype bfloat16 [--model DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    parser.add_argument("--model", default=None, help="model directory (default: a fresh random LLaMA, 4 layers, hidden 256)")
     args = parser.parse_args()
 
     import torch
@@ -44,8 +47,9 @@ def main() -> None:
     schema = ["人物", "地点", "组织机构", "person", "location", "organization"]
     texts = bench_texts(args.prompts)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_tiny(os.path.join(tmp, "m"), hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8)
-        gen = load_generator(str(model_dir), device=args.device)
+        model_dir = args.model or make_tiny(os.path.join(tmp, "m"), hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                                            num_key_value_heads=8)
+        gen = load_generator(str(model_dir), dtype=args.dtype, device=args.device)
     prompts = [gen.prompt(*build_prompt("ner", t, schema)) for t in texts]
     bounds = Bounds(max_items=8, max_chars=48)
     t0 = time.perf_counter()
@@ -68,7 +72,8 @@ def main() -> None:
     con_one, con_one_tok = run(True, 1)
     free_pt = (free_full - free_one) / max(1, free_tok - free_one_tok)
     con_pt = (con_full - con_one) / max(1, con_tok - con_one_tok)
-    print(f"model: 4 layers, hidden 256, vocab {len(gen.tokenizer)}; device {args.device}; torch threads {torch.get_num_threads()}")
+    print(f"model: {args.model or '4 layers, hidden 256'}, vocab {len(gen.tokenizer)}; device {args.device}, dtype {args.dtype}; "
+          f"torch threads {torch.get_num_threads()}")
     print(f"{len(prompts)} prompts in one batch, NER schema of {len(schema)} types (zh+en keys), grammar compile {compile_s * 1000:.0f} ms")
     print(f"unconstrained: {free_full:.2f} s for {free_tok} tokens, {free_pt * 1000:.3f} ms/token after prefill")
     print(f"constrained:   {con_full:.2f} s for {con_tok} tokens, {con_pt * 1000:.3f} ms/token after prefill")

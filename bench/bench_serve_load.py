@@ -7,6 +7,7 @@ Baseline for the ratio: the same requests sent one at a time (first 64 only, to 
 the last line is `serve_load: <requests/s under load ÷ requests/s sequential>`.
 
 Run: .venv/bin/python bench/bench_serve_load.py [--requests 1000] [--concurrency 32]
+GPU: .venv/bin/python bench/bench_serve_load.py --device cuda --dtype bfloat16 [--model DIR] [--compile]
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default=None, help="model directory (default: a fresh tiny LLaMA)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    parser.add_argument("--compile", action="store_true", help="engine with static KV cache slots (CUDA-graph decode on a GPU)")
     args = parser.parse_args()
 
     from knowlm.infer.batching import BatchingEngine, EngineConfig
@@ -93,9 +98,9 @@ def main() -> None:
     from knowlm.serve import BackgroundServer, Service, create_app
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(make_tiny(Path(tmp) / "tiny"))
-        model, tokenizer = load(model_dir)
-        engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16, max_waiting=256, num_threads=args.threads))
+        model_dir = args.model or str(make_tiny(Path(tmp) / "tiny"))
+        model, tokenizer = load(model_dir, dtype=args.dtype, device=args.device)
+        engine = BatchingEngine(model, tokenizer, EngineConfig(max_batch_size=16, max_waiting=256, num_threads=args.threads, compile=args.compile))
         with BackgroundServer(create_app(Service.from_engine(engine, model_dir), graceful_timeout=10)) as url:
             sequential = asyncio.run(run(url, list(range(64)), 1))
             loaded = asyncio.run(run(url, list(range(args.requests)), args.concurrency))

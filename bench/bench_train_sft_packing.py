@@ -3,7 +3,12 @@ against plain padded batches, on a dataset of mixed lengths (long-tailed, like r
 instruction data). All three runs use the real `knowlm.train.sft` recipe on the same model and
 data in this process; the figure is the loop's own tokens/s (padding excluded).
 
-Run: .venv/bin/python bench/bench_train_sft_packing.py [--steps 12]
+Packed rows carry position ids only (no dense 4-D mask): transformers builds varlen
+flash-attention, a flex-attention block mask or an SDPA mask from them.
+
+Run: .venv/bin/python bench/bench_train_sft_packing.py [--steps 12]                       # CPU, tiny model
+     .venv/bin/python bench/bench_train_sft_packing.py --device cuda [--attn-implementation auto]
+         # a TinyLlama-1.1B-shaped model (random weights), bf16, micro-batch 16, cutoff 512 (the issue's setting)
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,14 +48,34 @@ def main() -> None:
     parser.add_argument("--cutoff-len", type=int, default=512)
     parser.add_argument("--hidden-size", type=int, default=512,
                         help="wide enough that, as in real LLMs, the linear layers (not attention) dominate the FLOPs")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--attn-implementation", default="auto")
     args = parser.parse_args()
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the recipe takes a GPU whenever it sees one
+
+    import torch
 
     from knowlm.models.tiny import make_tiny
     from knowlm.train import SFTConfig, sft
 
     work = Path(tempfile.mkdtemp(prefix="bench-sft-"))
-    model = make_tiny(work / "model", hidden_size=args.hidden_size, intermediate_size=int(args.hidden_size * 2.6875),
-                      num_hidden_layers=2, num_attention_heads=max(1, args.hidden_size // 64), num_key_value_heads=max(1, args.hidden_size // 64))
+    extra_cfg: dict = {"attn_implementation": args.attn_implementation}
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            print("bench_train_sft_packing: --device cuda needs a CUDA GPU; none here, not run")
+            return
+        from bench_train_mfu import build_model
+
+        from knowlm.models.tiny import build_tokenizer
+
+        model = build_model(work / "model", build_tokenizer(work / "tok"))
+        args.micro_batch_size = 16 if args.micro_batch_size == 8 else args.micro_batch_size
+        extra_cfg["precision"] = "bf16"
+    else:
+        model = make_tiny(work / "model", hidden_size=args.hidden_size, intermediate_size=int(args.hidden_size * 2.6875),
+                          num_hidden_layers=2, num_attention_heads=max(1, args.hidden_size // 64),
+                          num_key_value_heads=max(1, args.hidden_size // 64))
     data = work / "mixed.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in mixed_length_records(2000)), encoding="utf-8")
 
@@ -55,7 +83,7 @@ def main() -> None:
     for name, extra in (("padded", {}), ("group_by_length", {"group_by_length": True}), ("packing", {"packing": True})):
         cfg = SFTConfig(model=str(model), data=[str(data)], output=str(work / name), method="lora",
                         micro_batch_size=args.micro_batch_size, max_steps=args.steps, cutoff_len=args.cutoff_len,
-                        logging_steps=args.steps, strategy="single", seed=1, **extra)
+                        logging_steps=args.steps, strategy="single", seed=1, **extra, **extra_cfg)
         start = time.perf_counter()
         summary = sft(cfg, quiet=True)
         results[name] = summary

@@ -56,6 +56,10 @@ class ScriptedGenerator:
             reply = self.script(request)
             text, reason = reply if isinstance(reply, tuple) else (reply, "stop")
             answers.append(Answer(text, len(text), reason, len(prompt)))
+        if callable(progress):  # as the HF generator reports: one call per batch, in order
+            for start in range(0, len(answers), batch_size):
+                indices = list(range(start, min(start + batch_size, len(answers))))
+                progress(indices, [answers[i] for i in indices])
         return answers
 
 

@@ -55,15 +55,20 @@ def _short(summary: dict) -> str:
 MARKER = ".knowlm-demo"  # written into a work directory the demo created; only such a directory is reused
 
 
-def claim_workdir(workdir: Path) -> Path:
+def is_demo_workdir(workdir: Path) -> bool:
+    """True for a directory an earlier ``knowlm demo`` created (it may be reused without --overwrite)."""
+    return (Path(workdir) / MARKER).is_file()
+
+
+def claim_workdir(workdir: Path, overwrite: bool = False) -> Path:
     """The work directory, created and marked; an existing file or a non-empty directory the demo did
-    not create is refused (KnowlmError: one line, exit 2) and left untouched."""
+    not create is refused (KnowlmError: one line, exit 2) and left untouched, unless ``overwrite``."""
     from knowlm.errors import KnowlmError
 
     workdir = Path(workdir).expanduser().resolve()
     if workdir.exists() and not workdir.is_dir():
         raise KnowlmError(f"--workdir {workdir} exists and is not a directory; choose a new directory")
-    if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / MARKER).is_file():
+    if workdir.is_dir() and any(workdir.iterdir()) and not is_demo_workdir(workdir) and not overwrite:
         raise KnowlmError(f"--workdir {workdir} is a non-empty directory that knowlm demo did not create; "
                           "choose a new or empty directory (nothing was changed)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +149,7 @@ def stage_comparison(workdir: Path, gold: list[dict], stages: dict[str, dict]) -
     return {"extraction": extraction_summary(stages), "chart": str(chart), "examples": picked, "markdown": markdown}
 
 
-def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool = False) -> Path:
+def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool = False, overwrite: bool = False) -> Path:
     import torch
 
     from knowlm import edit, instruct, serve, train, weights
@@ -153,7 +158,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
 
     torch.set_num_threads(1)  # tiny models are overhead-bound: one thread is as fast, and far faster on a busy machine
     started = time.perf_counter()
-    workdir = claim_workdir(workdir)
+    workdir = claim_workdir(workdir, overwrite)
     report = DemoReport(workdir)
     kg = report.run("KG2Instruction: NER/RE instructions, hand-annotated documents held out", lambda: stage_instructions(workdir), echo)
     kg_dir = Path(kg["output"])

@@ -41,7 +41,7 @@ def test_unknown_template_and_malformed_cases_exit_2(cli, tiny_model_dir, tmp_pa
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "cases.out.jsonl").exists()
     result = cli("generate", "-m", tiny_model_dir, "--cases", cases, "--template", "vicuna")
-    assert (result.exit_code, result.stderr) == (2, "error: unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw\n")
+    assert (result.exit_code, result.stderr) == (2, "error: unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw, chat_template\n")
 
 
 def test_cases_and_interactive_end_to_end(cli, tiny_model_dir, tmp_path):

@@ -144,7 +144,7 @@ def test_cli_prepare_inspect_and_errors(cli, tmp_path, tiny_tokenizer_dir, artif
               "--output-prefix", prefix, "--seq-len", "128")
     assert out.exit_code == 0 and "Prepared 12 of 12 documents" in out.stdout
     plot = artifacts_dir / "data_lengths.png"
-    out = cli("data", "inspect", prefix, "--plot", str(plot))
+    out = cli("data", "inspect", prefix, "--plot", str(plot), "--overwrite")
     assert out.exit_code == 0 and "packing efficiency" in out.stdout and "<s>" in out.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG"
     out = cli("data", "prepare", "--input", str(tmp_path / "missing.jsonl"), "--tokenizer",

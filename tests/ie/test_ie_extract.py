@@ -191,7 +191,7 @@ def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
     # The real tiny model through the real loader: the wiring works and every answer is accounted for.
     for constrained in ("--free", "--constrained"):
         result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred,
-                     "--max-new-tokens", "48", "--split-num", "2", constrained)
+                     "--max-new-tokens", "48", "--split-num", "2", constrained, "--overwrite")
         assert result.exit_code == 0, result.stderr
         records = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
         assert [r["id"] for r in records] == ["1", "2"] and [r["text"] for r in records] == [r["text"] for r in rows]
@@ -213,9 +213,9 @@ def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
         return ScriptedGenerator(script, template="alpaca")
 
     monkeypatch.setattr("knowlm.infer.load_generator", scripted_loader)
-    result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred, "--template", "chatml", "--keep-hallucinated")
+    result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred, "--template", "chatml", "--keep-hallucinated", "--overwrite")
     assert result.exit_code == 0, result.stderr
-    assert calls == [(str(tiny_model_dir), None, "chatml", {"dtype": "auto", "device": "auto", "ie_wording": None})]
+    assert calls == [(str(tiny_model_dir), None, "chatml", {"dtype": "auto", "device": "auto", "backend": "hf", "compile": False, "ie_wording": None})]
     records = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
     assert [(r["parse_status"], r["relations"]) for r in records] == [
         ("ok", [{"head": "马云", "relation": "创办", "tail": "阿里巴巴"}]),
@@ -230,7 +230,8 @@ def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
     assert {k: relation[k] for k in ("tp", "n_pred", "n_gold", "precision", "recall", "f1")} == {
         "tp": 1, "n_pred": 2, "n_gold": 2, "precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    assert cli("eval", "--gold", gold, "--pred", gold, "--report", report).exit_code == 0
+    assert cli("eval", "--gold", gold, "--pred", gold, "--report", report).exit_code == 2  # the report exists
+    assert cli("eval", "--gold", gold, "--pred", gold, "--report", report, "--overwrite").exit_code == 0
     assert json.loads(report.read_text(encoding="utf-8"))["relation"]["f1"] == 1.0
 
     bad = cli("extract", "-m", tiny_model_dir, "--task", "xx", "--schema", "a", "-i", texts, "-o", pred)
@@ -252,3 +253,27 @@ def test_cli_convert(cli, tmp_path):
     assert item["input"] == "浙江大学位于杭州" and item["output"] == "(浙江大学,位于,杭州)"
     bad = cli("convert", "nope", src, records)
     assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
+
+
+def test_progress_counts_texts_not_batches():
+    """The extraction bar moves when a text's last prompt is answered: here 2 texts x 2 schema batches."""
+    from scripted_generator import ScriptedGenerator
+
+    from knowlm.ie.extract import _TextBar, extract_texts
+
+    seen: list[tuple[int, int]] = []
+    original = _TextBar.__call__
+
+    def spy(self, indices, generations):
+        original(self, indices, generations)
+        seen.append((self.done, self.tokens))
+
+    gen = ScriptedGenerator(lambda request: "{}", template="alpaca")
+    _TextBar.__call__ = spy
+    try:
+        extract_texts(gen, ["马云创办了阿里巴巴。", "Marie Curie was born in Warsaw."], "re", ["创办", "born in", "位于"],
+                      split_num=2, progress=True, batch_size=1)
+    finally:
+        _TextBar.__call__ = original
+    assert [n for n, _ in seen] == [0, 1, 1, 2]  # texts done after each answered prompt
+    assert seen[-1][1] == 4 * len("{}")  # tokens of every answer

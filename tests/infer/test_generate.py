@@ -112,3 +112,111 @@ def test_interactive_session_driven_through_stdin(generator):
     assert session.params.temperature == 0.5 and session.params.top_p == 0.8
     assert '"temperature": 0.5' in out and "unknown decoding parameter 'nonsense'" in out
     assert len(session.history) == 1 and session.history[0][0] == "hello again"
+
+
+class _Recorder(io.StringIO):
+    """stdout that keeps each write and calls ``on_write(text)`` first."""
+
+    def __init__(self, on_write):
+        super().__init__()
+        self.writes: list[str] = []
+        self.on_write = on_write
+
+    def write(self, text):
+        self.on_write(text)
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_chat_streams_answers_and_ctrl_c_stops_the_answer_not_the_session(generator):
+    import _thread
+    import threading
+
+    stdin = io.StringIO("hello\n/set max_new_tokens 600\n/set min_new_tokens 600\ntell me everything\n/set min_new_tokens 0\nhi\n/quit\n")
+    session = ChatSession(generator, DecodingParams(max_new_tokens=10))
+    pressed = []
+
+    def ctrl_c_during_the_long_answer(text):
+        answer_piece = text not in (">>> ", "\n") and "_tokens = " not in text  # not a prompt, not a /set reply
+        if session.params.min_new_tokens == 600 and answer_piece and not pressed:
+            pressed.append(text)
+            threading.Timer(0.05, _thread.interrupt_main).start()
+
+    stdout = _Recorder(ctrl_c_during_the_long_answer)
+    answered = run_chat(session, stdin, stdout)
+    assert answered == 2 and stdout.writes.count("\n[stopped]\n") == 1
+    long_answer = stdout.writes[stdout.writes.index(">>> ", stdout.writes.index("min_new_tokens = 600\n")) + 1 : stdout.writes.index("\n[stopped]\n")]
+    assert 0 < len(long_answer) < 300  # cut short: 600 tokens would stream about 600 pieces
+    assert [turn[0] for turn in session.history] == ["hello", "hi"]  # the interrupted turn is not kept
+    first = stdout.writes[stdout.writes.index(">>> ") + 1 : stdout.writes.index("\n", 1)]
+    assert len(first) > 2 and "".join(first) == session.history[0][1]  # streamed in pieces, equal to the answer
+    assert session.history[0][1] == generator.generate([generator.prompt("hello")], DecodingParams(max_new_tokens=10))[0].text.strip()
+
+
+def test_chat_set_seed_reproduces_and_case_files_record_it(generator, tmp_path):
+    session = ChatSession(generator, DecodingParams(max_new_tokens=8, temperature=1.0))
+    assert session.command("/set seed 42") == "seed = 42" and session.params.seed == 42
+    first = session.reply("hi")
+    session.command("/reset")
+    assert session.reply("hi") == first
+    session.command("/set seed 43")
+    session.command("/reset")
+    assert session.reply("hi") != first
+    path = tmp_path / "cases.jsonl"
+    path.write_text(json.dumps({"instruction": "hi", "parameters": {"seed": 7, "temperature": 1.0}}) + "\n")
+    result, = run_cases(generator, read_cases(path, DecodingParams(max_new_tokens=4)), progress=False)
+    assert result["parameters"]["seed"] == 7
+
+
+def test_chat_in_a_terminal_has_line_editing_and_history(tmp_path):
+    """In a pseudo-terminal: readline recalls earlier lines with the up arrow, and the history file
+    keeps them for the next session."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys\n"
+        "from knowlm.infer.chat import ChatSession, run_chat\n"
+        "from knowlm.infer.generator import Generation\n"
+        "class Echo:\n"
+        "    template, stop = 'alpaca', ()\n"
+        "    def prompt(self, instruction, *args, **kwargs): return instruction\n"
+        "    def generate(self, prompts, params=None, **kwargs): return [Generation('echo:' + p, 1, 'stop') for p in prompts]\n"
+        "run_chat(ChatSession(Echo(), None), sys.stdin, sys.stdout)\n"
+    )
+    history = tmp_path / "history"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=slave, stdout=slave, stderr=slave,
+                            env={**os.environ, "KNOWLM_CHAT_HISTORY": str(history), "TERM": "xterm"})
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, count: int = 1):
+        nonlocal seen
+        deadline = time.time() + 30
+        while seen.count(marker) < count and time.time() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                seen += os.read(master, 4096)
+        assert seen.count(marker) >= count, seen
+
+    try:
+        read_until(b">>> ")
+        os.write(master, b"hello\r")
+        read_until(b"echo:hello")
+        read_until(b">>> ", 2)
+        os.write(master, b"world\r")
+        read_until(b">>> ", 3)
+        os.write(master, b"\x1b[A\x1b[A\r")  # up arrow twice: the line before last
+        read_until(b"echo:hello", 2)
+        read_until(b">>> ", 4)
+        os.write(master, b"\x04")  # Ctrl-D leaves
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert history.read_text().split() == ["hello", "world", "hello"]

@@ -44,7 +44,7 @@ def test_bad_template_or_manifest_fails_before_weights_load(llama2_model_dir, mo
         raise AssertionError("weights were loaded")
 
     monkeypatch.setattr(knowlm.models, "load", no_weights)
-    with pytest.raises(KnowlmError, match="^unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw$"):
+    with pytest.raises(KnowlmError, match="^unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw, chat_template$"):
         load_generator(str(llama2_model_dir), template="vicuna")
     (llama2_model_dir / "knowlm.json").write_text('{"template": "llama2",')
     with pytest.raises(KnowlmError, match=f"^{llama2_model_dir / 'knowlm.json'}: unreadable manifest"):

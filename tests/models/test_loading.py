@@ -115,3 +115,13 @@ def test_tokenizer_only_directory_loads_prepared(tiny_model_dir, tmp_path):
     assert prepare_tokenizer(tokenizer) is tokenizer and tokenizer.padding_side == "right"  # idempotent, side untouched
     with pytest.raises(KnowlmError, match="no config.json"):
         load(str(tok_dir))
+
+
+def test_a_hub_like_name_under_a_local_directory_is_a_path(tmp_path, monkeypatch):
+    """"demo-work/model" with demo-work on disk is a mistyped local path, not a hub repo."""
+    from knowlm.models.loading import is_hub_id
+
+    monkeypatch.chdir(tmp_path)
+    assert is_hub_id("demo-work/model")
+    (tmp_path / "demo-work").mkdir()
+    assert not is_hub_id("demo-work/model") and is_hub_id("gpt2")

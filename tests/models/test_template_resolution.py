@@ -59,9 +59,9 @@ def test_corrupt_manifest_is_an_error_naming_the_file(tmp_path, content, reason)
 
 def test_unknown_template_names_fail_listing_choices(tmp_path):
     model = _model(tmp_path, "model", {"template": "vicuna"})
-    with pytest.raises(KnowlmError, match=r"knowlm.json: unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw$"):
+    with pytest.raises(KnowlmError, match=r"knowlm.json: unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw, chat_template$"):
         resolve_template(model)
-    with pytest.raises(KnowlmError, match=r"^unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw$"):
+    with pytest.raises(KnowlmError, match=r"^unknown prompt template 'vicuna'; choose one of: alpaca, llama2, chatml, raw, chat_template$"):
         resolve_template(_model(tmp_path, "bare", None), None, "vicuna")
     with pytest.raises(KnowlmError, match="unknown prompt template 5"):
         resolve_template(_model(tmp_path, "numeric", {"template": 5}))

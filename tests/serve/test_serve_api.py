@@ -72,59 +72,73 @@ def test_openai_client_chat_and_completions(live_server):
         client.chat.completions.create(model=service.default, messages=messages[:3], max_tokens=2)  # ends with the assistant
 
 
-def test_extract_returns_the_records_the_library_extracts(live_server, tiny_model):
+# One /extract request per task shape; each must answer exactly what the library extracts. Extend freely
+# (e.g. with a trained IE model's exact records).
+EXTRACT_CASES = [
+    {"text": "浙江大学位于杭州。", "task": "ner", "schema": ["组织机构", "地理位置"], "lang": "zh"},
+    {"text": "Tim Cook leads Apple.", "task": "re", "schema": {"CEO of": "person leads company"}, "split_num": 1},
+    {"text": "Apple acquired Beats in 2014.", "task": "ee", "schema": [{"event_type": "acquisition", "arguments": ["buyer", "target"]}], "id": "d1"},
+    {"text": "Apple acquired Beats in 2014.", "task": "eet", "schema": ["acquisition", "layoff"], "lang": "en"},
+    {"text": "Apple acquired Beats in 2014.", "task": "eea", "schema": [{"event_type": "acquisition", "trigger": ["acquired"], "arguments": ["buyer", "target"]}]},
+    {"text": "马云出生于杭州。", "task": "spo", "schema": [{"subject_type": "人物", "predicate": "出生地", "object_type": "地点"}], "lang": "zh"},
+]
+
+
+@pytest.mark.parametrize("case", EXTRACT_CASES + [{**EXTRACT_CASES[0], "constrained": True}, {**EXTRACT_CASES[5], "constrained": True}],
+                         ids=lambda c: c["task"] + ("-constrained" if c.get("constrained") else ""))
+def test_extract_returns_the_records_the_library_extracts(live_server, tiny_model, case):
     """/extract over the shared batching engine answers exactly what extract_texts gives with the
     batched HF Generator (same template, ie preset capped at the server's max_tokens)."""
+    import importlib.util
+
     from knowlm.decoding import preset
     from knowlm.ie import extract_texts
     from knowlm.ie.records import validate
     from knowlm.infer import Generator
 
+    if case.get("constrained") and not importlib.util.find_spec("xgrammar"):
+        pytest.skip("constrained decoding needs xgrammar")
     url, service = live_server
     reference = Generator(*tiny_model)
     assert reference.template == service.resolve(None).template == "alpaca"
     params = preset("ie").updated(max_new_tokens=service.limits.max_tokens)
-    cases = [
-        {"text": "浙江大学位于杭州。", "task": "ner", "schema": ["组织机构", "地理位置"], "lang": "zh"},
-        {"text": "Tim Cook leads Apple.", "task": "re", "schema": {"CEO of": "person leads company"}, "split_num": 1},
-        {"text": "Apple acquired Beats in 2014.", "task": "ee", "schema": [{"event_type": "acquisition", "arguments": ["buyer", "target"]}], "id": "d1"},
-    ]
-    import importlib.util
+    reply = httpx.post(f"{url}/extract", json=case, timeout=60)
+    assert reply.status_code == 200, reply.text
+    doc = {"text": case["text"], "id": case["id"]} if "id" in case else {"text": case["text"]}
+    expected, = extract_texts(reference, [doc], case["task"], case["schema"], lang=case.get("lang", "auto"),
+                              split_num=case.get("split_num"), constrained=case.get("constrained", False), params=params)
+    assert validate(reply.json()) == expected and reply.json()["id"] == case.get("id", "0")
+    assert reply.json().get("task") == (case["task"] if case["task"] in ("eet", "eea", "spo") else None)
 
-    if importlib.util.find_spec("xgrammar"):  # grammar-constrained decoding, per request, inside the shared batch
-        cases.append({**cases[0], "constrained": True})
-    for case in cases:
-        reply = httpx.post(f"{url}/extract", json=case, timeout=60)
-        assert reply.status_code == 200, reply.text
-        doc = {"text": case["text"], "id": case["id"]} if "id" in case else {"text": case["text"]}
-        expected, = extract_texts(reference, [doc], case["task"], case["schema"], lang=case.get("lang", "auto"),
-                                  split_num=case.get("split_num"), constrained=case.get("constrained", False), params=params)
-        assert validate(reply.json()) == expected
-    assert reply.json()["id"] == ("0" if "constrained" in cases[-1] else "d1")
+
+def test_extract_refuses_bad_schemas(live_server):
+    url, _ = live_server
     bad = httpx.post(f"{url}/extract", json={"text": "x", "task": "ee", "schema": [5]}, timeout=30)
-    assert bad.status_code == 422 and bad.json()["error"].startswith("invalid request: schema")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("invalid request: schema")
     empty = httpx.post(f"{url}/extract", json={"text": "x", "task": "ner", "schema": []}, timeout=30)
     assert (empty.status_code, empty.json()) == (400, {"error": "bad schema: schema: expected a non-empty list of type names"})
+    spo = httpx.post(f"{url}/extract", json={"text": "x", "task": "spo", "schema": ["出生地"]}, timeout=30)
+    assert spo.status_code == 400 and "subject_type" in spo.json()["error"]
 
 
 def test_limits_and_malformed_requests_get_4xx_json(live_server):
     url, _ = live_server
     post = lambda path, **kw: httpx.post(f"{url}{path}", timeout=30, **kw)  # noqa: E731
     cases = [
-        (post("/generate", content=b"{not json", headers={"content-type": "application/json"}), 422),
-        (post("/generate", json={"input": "no instruction"}), 422),
-        (post("/generate", json={"instruction": "x", "parameters": {"top_p": 0}}), 422),
-        (post("/generate", json={"instruction": "x", "parameters": {"max_tokens": 25}}), 400),  # over the server's limit
+        (post("/generate", content=b"{not json", headers={"content-type": "application/json"}), 400),
+        (post("/generate", json={"input": "no instruction"}), 400),
+        (post("/generate", json={"instruction": "x", "parameters": {"top_p": 0}}), 400),
+        (post("/generate", json={"instruction": "x", "parameters": {"max_tokens": 41}}), 400),  # over the server's limit
         (post("/generate", json={"instruction": "x", "parameters": {"do_sample": True, "temperature": 0}}), 400),
-        (post("/generate", json={"instruction": "x", "parameters": {"bogus": 1}}), 422),
+        (post("/generate", json={"instruction": "x", "parameters": {"bogus": 1}}), 400),
         (post("/generate", json={"instruction": "x" * 30_000}), 413),  # body limit (20 kB here)
         (post("/generate", content=iter([b'{"instruction": "', b"y" * 25_000, b'"}']), headers={"content-type": "application/json"}), 413),  # chunked
-        (post("/v1/chat/completions", json={"messages": []}), 422),
-        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 2}), 422),
-        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "presence_penalty": 1}), 400),
-        (post("/v1/completions", json={"prompt": ["a", "b"]}), 400),
+        (post("/v1/chat/completions", json={"messages": []}), 400),
+        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 9}), 400),
+        (post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}), 400),
+        (post("/v1/completions", json={"prompt": [[1, 2]]}), 400),
         (post("/v1/completions", json={"prompt": "a", "model": "nope"}), 404),
-        (post("/extract", json={"text": "x", "task": "sentiment", "schema": ["a"]}), 422),
+        (post("/extract", json={"text": "x", "task": "sentiment", "schema": ["a"]}), 400),
         (httpx.get(f"{url}/no/such/route"), 404),
         (httpx.get(f"{url}/generate"), 405),
     ]

@@ -110,32 +110,104 @@ def test_queue_limit_and_stopped_engine(tiny_model):
         engine.submit(GenerationRequest("x"))
 
 
-def test_adapters_never_share_a_batch(tiny_model_dir, tmp_path):
-    """Two LoRA adapters in one PEFT model: each request gets exactly its adapter's answer."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+def test_mixed_adapters_share_one_batch_and_answer_as_alone(adapter_engine):
+    """Rows for two LoRA adapters and the base model decode in the same forward passes (PEFT mixed
+    batches), each exactly as served alone; a seeded sampled row too."""
+    engine = adapter_engine
+    greedy = DecodingParams(max_new_tokens=10)
+    sampled = DecodingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=11)
+    want = {a: engine.generate("浙江大学位于", greedy, adapter=a).text for a in (None, "ie", "chat")}
+    assert len(set(want.values())) == 3  # the adapters really change the model
+    want_sampled = engine.generate("浙江大学位于", sampled, adapter="chat").text
+    before = len(engine.batch_log)
+    order = [None, "ie", "chat", "ie", None, "chat", "ie"]
+    handles = [engine.submit(GenerationRequest("浙江大学位于", greedy, adapter=a)) for a in order]
+    handles.append(engine.submit(GenerationRequest("浙江大学位于", sampled, adapter="chat")))
+    assert [h.result().text for h in handles] == [want[a] for a in order] + [want_sampled]
+    passes = list(engine.batch_log)[before:]
+    assert max(rows for _, rows in passes) == len(handles)
+    assert ("", "chat", "ie") in {adapters for adapters, _ in passes}  # base, chat and ie rows in one forward pass
 
-    from knowlm.infer.batching import BatchingEngine, EngineConfig
-    from knowlm.models import load
 
-    paths = {}
-    for seed, name in ((1, "ie"), (2, "chat")):
-        base, _ = load(str(tiny_model_dir))
-        torch.manual_seed(seed)
-        lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-        lora.save_pretrained(str(tmp_path / name))
-        paths[name] = str(tmp_path / name)
-    engine = BatchingEngine.from_pretrained(str(tiny_model_dir), adapters=paths, max_batch_size=8, num_threads=1).start()
-    try:
-        want = {}
-        for name in (None, "ie", "chat"):
-            want[name] = engine.generate("浙江大学位于", DecodingParams(max_new_tokens=10), adapter=name).text
-        assert len(set(want.values())) == 3  # the adapters really change the model
-        order = [None, "ie", "chat", "ie", None, "chat", "ie"]
-        handles = [engine.submit(GenerationRequest("浙江大学位于", DecodingParams(max_new_tokens=10), adapter=a)) for a in order]
-        assert [h.result().text for h in handles] == [want[a] for a in order]
-    finally:
-        engine.stop(timeout=5)
+def test_a_failing_row_ends_only_its_request(tiny_model, serve_engine):
+    """Bad numerics in one request and a logits processor that raises in another end those two
+    requests (client-safe messages, no internals); the other rows of the batch finish as if alone."""
+    from knowlm.infer.backends import BackendError
+    from knowlm.infer.batching import FAILED
+    from knowlm.infer.sampling import BAD_NUMERICS
+
+    class Boom:
+        calls = 0
+
+        def __call__(self, input_ids, scores):
+            Boom.calls += 1
+            if Boom.calls == 3:
+                raise RuntimeError("secret internal detail")
+            return scores
+
+    reference = Generator(*tiny_model)
+    good = [(PROMPTS[i], DecodingParams(max_new_tokens=n)) for i, n in enumerate((14, 9, 16, 12))]
+    failed_before = serve_engine.failed_requests
+    bad = serve_engine.submit(GenerationRequest("x", DecodingParams(max_new_tokens=20, temperature=1.0, repetition_penalty=1e-300)))
+    boom = serve_engine.submit(GenerationRequest("abc", DecodingParams(max_new_tokens=20), processors=[Boom()]))
+    handles = [serve_engine.submit(GenerationRequest(p, params)) for p, params in good]
+    for (prompt, params), handle in zip(good, handles):
+        got, want = handle.result(), reference.generate([prompt], params)[0]
+        assert (got.text, got.num_tokens, got.finish_reason) == (want.text, want.num_tokens, want.finish_reason)
+    for handle, status, message in ((bad, 400, BAD_NUMERICS), (boom, 500, FAILED)):
+        with pytest.raises(BackendError) as caught:
+            handle.result()
+        assert (caught.value.status, str(caught.value)) == (status, message)
+    assert serve_engine.failed_requests == failed_before + 2
+
+
+def test_seeded_sampling_reproduces_alone_or_batched_and_seeds_differ(tiny_model, serve_engine):
+    seeds = (1, 2, 3, 7, 8, 1000)
+    assert DecodingParams().updated(seed=7).seed == 7 and DecodingParams().updated(seed="42").seed == 42
+    params = {s: DecodingParams(max_new_tokens=12, temperature=1.0, seed=s) for s in seeds}
+    handles = [serve_engine.submit(GenerationRequest("Hello", params[s])) for s in seeds]
+    batched = [h.result().text for h in handles]
+    assert batched == [serve_engine.generate("Hello", params[s]).text for s in seeds]
+    assert len(set(batched)) == len(seeds)
+    # The batched HF Generator draws each prompt's tokens from the prompt's own seeded generator too.
+    generator = Generator(*tiny_model)
+    assert [g.text for g in generator.generate(["Hello", "abc", "Hello"], params[7])] == [batched[3], serve_engine.generate("abc", params[7]).text, batched[3]]
+
+
+def test_penalties_bias_min_tokens_stop_ids_and_logprobs(tiny_model, serve_engine):
+    """presence/frequency penalties, logit_bias, min_new_tokens and stop_token_ids decode in the engine
+    exactly as in the batched Generator (one sampling module); logprobs report the chosen tokens."""
+    reference = Generator(*tiny_model)
+    eos = tiny_model[1].eos_token_id
+    free = serve_engine.submit(GenerationRequest("Hello", DecodingParams(max_new_tokens=12), logprobs=3)).result()
+    tokens = [entry[0] for entry in free.logprobs]
+    assert len(tokens) == free.num_tokens == 12
+    for token, logprob, top in free.logprobs:
+        assert len(top) == 3 and top[0] == (token, logprob) and logprob <= 0 and top[0][1] >= top[1][1] >= top[2][1]
+    stop_at = next(i for i, t in enumerate(tokens) if i >= 2 and t not in tokens[:i])
+    cases = [
+        DecodingParams(max_new_tokens=12, presence_penalty=1.5, frequency_penalty=1.0),
+        DecodingParams(max_new_tokens=12, logit_bias={eos: 100.0}, min_new_tokens=4),
+        DecodingParams(max_new_tokens=12, stop_token_ids=[tokens[stop_at]]),
+        DecodingParams(max_new_tokens=12, temperature=0.8, top_k=20, repetition_penalty=1.3, presence_penalty=0.5, seed=3),
+    ]
+    got = [serve_engine.generate("Hello", p) for p in cases]
+    want = [reference.generate(["Hello"], p)[0] for p in cases]
+    assert [(g.text, g.num_tokens, g.finish_reason) for g in got] == [(w.text, w.num_tokens, w.finish_reason) for w in want]
+    assert got[0].text != free.text
+    assert (got[1].num_tokens, got[1].finish_reason) == (4, "stop")
+    assert (got[2].num_tokens, got[2].finish_reason) == (stop_at + 1, "stop")
+
+
+def test_beam_search_runs_beside_the_batch_and_stops_when_its_client_leaves(serve_engine):
+    beam = serve_engine.submit(GenerationRequest("Hello", DecodingParams(max_new_tokens=900, min_new_tokens=900, num_beams=4)))
+    deadline = time.time() + 5
+    while not serve_engine.stats()["beam_running"] and time.time() < deadline:
+        time.sleep(0.01)
+    quick = serve_engine.generate("abc", DecodingParams(max_new_tokens=8))
+    assert quick.num_tokens == 8 and not beam.done.is_set()  # answered while the search goes on
+    beam.cancel()
+    assert beam.done.wait(10) and beam.final.finish_reason == "cancelled"
 
 
 def test_vllm_backend_gives_a_clear_error_without_vllm_or_gpu(tiny_model_dir):

@@ -57,6 +57,45 @@ def two_prefixes(tmp_path_factory, tiny_tokenizer) -> tuple[str, str]:
     return a, b
 
 
+@pytest.fixture
+def write_indexed(tmp_path, tiny_tokenizer):
+    """``write_indexed(documents, name, sidecar=None) -> prefix``: documents are lists of token-id
+    sequences; ``sidecar`` (a dict) is written as ``PREFIX.json`` the way `knowlm data prepare` does."""
+    import numpy as np
+
+    from knowlm.data.indexed import IndexedDatasetWriter
+
+    def write(documents: list[list[list[int]]], name: str = "ds", sidecar: dict | None = None) -> str:
+        prefix = tmp_path / name
+        writer = IndexedDatasetWriter(str(prefix), dtype=np.uint16)
+        for sequences in documents:
+            writer.add_document(sequences)
+        writer.finalize()
+        if sidecar is not None:
+            base = {"tokenizer": "tiny", "vocab_size": len(tiny_tokenizer), "bos_token_id": tiny_tokenizer.bos_token_id,
+                    "eos_token_id": tiny_tokenizer.eos_token_id}
+            (tmp_path / f"{name}.json").write_text(json.dumps({**base, **sidecar}), encoding="utf-8")
+        return str(prefix)
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_bf16_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model stored in bfloat16 (as released LLaMA checkpoints are), use_cache on."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("bf16") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.bfloat16)
+    model.config.use_cache = True
+    model.save_pretrained(str(out))
+    return out
+
+
 @pytest.fixture(scope="session")
 def sft_file(tmp_path_factory) -> str:
     """The bundled sample instructions."""

@@ -83,3 +83,61 @@ def test_main_exit_code_and_help(cli):
     for sub in ("pretrain", "sft"):
         result = cli("train", sub, "--help")
         assert result.exit_code == 0 and "Example:" in result.stdout
+
+
+@pytest.fixture
+def captured(monkeypatch) -> dict:
+    """Replace the recipes by a stub that records the config the CLI built."""
+    import knowlm.train as train
+    import knowlm.train.pref as pref
+
+    seen: dict = {}
+
+    def run(cfg, quiet=False):
+        seen["cfg"] = cfg
+        return {"stopped_early": True, "steps": 0}
+
+    for module, name in ((train, "pretrain"), (train, "sft"), (pref, "preference")):
+        monkeypatch.setattr(module, name, run)
+    return seen
+
+
+def test_every_config_field_is_a_flag_of_its_recipe(cli):
+    import dataclasses
+
+    from knowlm.train.config import PreferenceConfig, PretrainConfig, SFTConfig, TrainConfig
+
+    for sub, cls in (("pretrain", PretrainConfig), ("sft", SFTConfig), ("dpo", PreferenceConfig), ("orpo", PreferenceConfig)):
+        out = cli("train", sub, "--help").stdout
+        for f in dataclasses.fields(cls):
+            assert "--" + f.name.replace("_", "-") in out, (sub, f.name)
+        for shortcut in ("--lora", "--qlora", "--full", "--config"):
+            assert shortcut in out
+    shared = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert "min_lr_ratio" in shared  # sft lacked --min-lr-ratio before the options were generated
+
+
+@pytest.mark.parametrize("sub", ["pretrain", "sft", "dpo"])
+@pytest.mark.parametrize("flags", [["--lora", "--full"], ["--method", "full", "--qlora"]])
+def test_conflicting_methods_are_refused_by_every_recipe(cli, captured, sub, flags):
+    result = cli("train", sub, "--model", "m", "--data", "d", "--output", "o", *flags)
+    assert result.exit_code == 2 and "choose one of --lora, --qlora, --full" in result.stderr and "cfg" not in captured
+
+
+def test_preset_then_flags_and_unknown_yaml_keys(cli, captured, tmp_path):
+    result = cli("train", "sft", "--model", "m", "--data", "d", "--output", "o", "--config", "sft_oneke",
+                 "--min-lr-ratio", "0.2", "--lora-r", "4", "--lora-target-modules", "q_proj,v_proj", "--full")
+    assert result.exit_code == 0, result.stderr
+    cfg = captured["cfg"]
+    assert (cfg.template, cfg.lora_r, cfg.min_lr_ratio, cfg.method) == ("llama2", 4, 0.2, "full")
+    assert cfg.lora_target_modules == ["q_proj", "v_proj"]
+    cli("train", "pretrain", "--model", "m", "--data", "0.7", "a", "0.3", "b", "--output", "o", "--lora")
+    assert captured["cfg"].data == ["0.7", "a", "0.3", "b"] and captured["cfg"].method == "lora"
+    cli("train", "orpo", "--model", "m", "--data", "p.jsonl", "--output", "o", "--beta", "0.2")
+    assert (captured["cfg"].objective, captured["cfg"].beta) == ("orpo", 0.2)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learnin_rate: 0.1\nlora_r: 4\n", encoding="utf-8")
+    result = cli("train", "sft", "--model", "m", "--data", "d", "--output", "o", "--config", bad)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "learnin_rate (did you mean learning_rate?)" in result.stderr and "valid options:" in result.stderr
+    assert "min_lr_ratio" in result.stderr

@@ -11,7 +11,8 @@ from knowlm.models import templates
 from knowlm.train.config import SFTConfig, build_config, parse_weighted
 from knowlm.train.data_pretrain import load_pretrain_sets
 from knowlm.train.data_sft import load_sft_sets, tokenize_example
-from knowlm.train.sampling import BlendedExamples, BlendedIndex, ExampleStream, collate
+from knowlm.train.batching import ExampleStream, collate
+from knowlm.train.sampling import BlendedExamples, BlendedIndex
 
 
 def test_parse_weighted_forms():
@@ -39,8 +40,9 @@ def test_blend_keeps_proportions_in_every_batch_and_reshuffles():
 
 def test_pretrain_blend_reads_memory_mapped_sources(two_prefixes):
     a, b = two_prefixes
-    train, weights, evals = load_pretrain_sets(["0.5", a, "0.5", b], seq_len=16)
-    assert weights == [0.5, 0.5] and not evals
+    sets = load_pretrain_sets(["0.5", a, "0.5", b], seq_len=16)
+    train, weights = sets.train, sets.weights
+    assert weights == [0.5, 0.5] and not sets.evals
     assert isinstance(train[0].dataset._bin, np.memmap)
     blend = BlendedExamples(train, weights, seed=0)
     sources = [blend.index.locate(g)[0] for g in range(40)]
@@ -50,7 +52,8 @@ def test_pretrain_blend_reads_memory_mapped_sources(two_prefixes):
 
 
 def test_eval_split_holds_out_whole_documents(corpus_prefix):
-    train, _, evals = load_pretrain_sets([corpus_prefix], seq_len=48, eval_split=0.2)
+    sets = load_pretrain_sets([corpus_prefix], seq_len=48, eval_split=0.2)
+    train, evals = sets.train, sets.evals
     docs = np.asarray(train[0].dataset.document_indices)
     assert len(evals) == 1 and len(evals[0]) > 0
     assert int(evals[0].indices[0]) in set(docs.tolist())  # held-out part starts at a document boundary
@@ -59,7 +62,7 @@ def test_eval_split_holds_out_whole_documents(corpus_prefix):
 
 def test_stream_splits_global_batches_over_ranks_and_resumes(two_prefixes):
     a, _ = two_prefixes
-    train, _, _ = load_pretrain_sets([a], seq_len=16)
+    train = load_pretrain_sets([a], seq_len=16).train
     full = ExampleStream(BlendedExamples(train, None, 3), 16, micro_batch_size=4)
     ranks = [ExampleStream(BlendedExamples(train, None, 3), 16, micro_batch_size=2, world=2, rank=r) for r in (0, 1)]
     for _ in range(3):
@@ -83,12 +86,11 @@ def test_collate_pads_and_packs_without_cross_attention():
     assert padded["labels"].tolist() == [[-100, 6, 7], [8, 9, -100]]
     assert padded["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert padded["num_tokens"] == 5
-    packed = collate([[a, b]], max_len=8, pad_id=0, packing=True)
-    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
-    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
-    assert packed["labels"].tolist() == [[-100, 6, 7, -100, 9]]  # b's first token is not predicted from a
-    mask = packed["attention_mask"][0, 0]
-    assert mask[3, :3].sum() == 0 and mask[4, 3] and not mask[3, 4]
+    packed = collate([[a, b], [b]], max_len=8, pad_id=0, packing=True)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9], [8, 9, 0, 0, 0]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]  # the padding tail is its own segment
+    assert packed["labels"].tolist() == [[-100, 6, 7, -100, 9], [8, 9, -100, -100, -100]]  # b is not predicted from a
+    assert "attention_mask" not in packed  # no dense 4-D mask: boundaries come from the positions
 
 
 def test_packed_forward_equals_separate_forwards(tiny_model):
@@ -97,8 +99,8 @@ def test_packed_forward_equals_separate_forwards(tiny_model):
     b = (np.array([1, 80, 90]), np.array([1, 80, 90]))
     packed = collate([[a, b]], max_len=16, pad_id=0, packing=True)
     with torch.no_grad():
-        logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
-                       position_ids=packed["position_ids"]).logits
+        # as in training: no KV cache (transformers reads packing from the positions only without one)
+        logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits
         la = model(input_ids=torch.from_numpy(a[0])[None]).logits
         lb = model(input_ids=torch.from_numpy(b[0])[None]).logits
     assert torch.allclose(logits[0, :4], la[0], atol=1e-4)
@@ -109,7 +111,8 @@ def test_packed_forward_equals_separate_forwards(tiny_model):
 def test_labels_masked_exactly_over_the_inference_prompt(tiny_tokenizer, template):
     record = {"instruction": "List the rivers.", "input": "The Yangtze flows through Shanghai.", "output": "Yangtze",
               "history": [["hi", "hello"]]}
-    ids, labels, truncated = tokenize_example(tiny_tokenizer, template, record, cutoff_len=4096, train_on_inputs=False)
+    ids, labels, truncated = tokenize_example(tiny_tokenizer, template, record, cutoff_len=4096, train_on_inputs=False,
+                                              mask_history=True)
     prompt = templates.render(template, record["instruction"], record["input"], history=record["history"])
     prompt_ids = tiny_tokenizer(prompt)["input_ids"]  # what inference feeds the model
     n = len(prompt_ids)
@@ -120,6 +123,13 @@ def test_labels_masked_exactly_over_the_inference_prompt(tiny_tokenizer, templat
     assert not truncated
     _, all_labels, _ = tokenize_example(tiny_tokenizer, template, record, 4096, train_on_inputs=True)
     assert all_labels.tolist() == ids.tolist()
+    # by default every assistant turn is learned: the earlier answer too, nothing else of the prompt
+    same_ids, turn_labels, _ = tokenize_example(tiny_tokenizer, template, record, 4096, train_on_inputs=False)
+    assert same_ids.tolist() == ids.tolist()
+    history_part = [i for i, y in zip(ids[:n].tolist(), turn_labels[:n].tolist()) if y != -100]
+    expected = "hello </s>" if template == "llama2" else "hello"  # llama2 learns to close the turn too
+    assert tiny_tokenizer.decode(history_part).strip() == expected
+    assert (turn_labels[n:] == labels[n:]).all()
 
 
 def test_cutoff_truncation_is_counted(tiny_tokenizer, write_records):
@@ -180,3 +190,16 @@ def test_shipped_presets_load():
         assert cfg.micro_batch_size >= 1
     cfg = build_config(SFTConfig, "sft_oneke", {"model": "m", "data": ["d"], "output": "o", "lora_r": 4})
     assert cfg.template == "llama2" and cfg.lora_r == 4  # flags win over the preset
+
+
+def test_sft_lora_preset_is_knowlm_finetune_defaults():
+    """Values of zjunlp/KnowLM finetune/lora/finetune.py ``train()`` defaults (batch_size 128 = 4 x 32)."""
+    cfg = build_config(SFTConfig, "sft_lora", {"model": "m", "data": ["d"], "output": "o"})
+    knowlm = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05, learning_rate=3e-4, warmup_steps=10, epochs=3,
+                  cutoff_len=512, micro_batch_size=4, val_size=2000, train_on_inputs=False, group_by_length=False,
+                  eval_steps=10, save_steps=10, save_total_limit=5, logging_steps=1, template="alpaca",
+                  lr_scheduler="linear", min_lr_ratio=0.0, weight_decay=0.0)
+    assert {k: getattr(cfg, k) for k in knowlm} == knowlm
+    assert cfg.micro_batch_size * cfg.gradient_accumulation_steps == 128
+    assert sorted(cfg.lora_target_modules) == sorted(["q_proj", "v_proj", "k_proj", "o_proj", "gate_proj", "down_proj", "up_proj"])
+    assert cfg.save_best == "eval_loss"  # load_best_model_at_end=True when there is a validation set

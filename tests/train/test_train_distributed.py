@@ -16,7 +16,8 @@ from knowlm.train import PretrainConfig, pretrain
 
 pytestmark = pytest.mark.slow
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-COMMON = ["--seq-len", "32", "--max-steps", "4", "--lr", "2e-3", "--logging-steps", "1", "--save-steps", "2"]
+COMMON = ["--seq-len", "32", "--max-steps", "4", "--lr", "2e-3", "--logging-steps", "1", "--save-steps", "2",
+          "--eval-split", "0.2"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def reference(tiny_model_dir, corpus_prefix, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("ref") / "single"
     return pretrain(PretrainConfig(model=str(tiny_model_dir), data=[corpus_prefix], output=str(out), seq_len=32,
                                    micro_batch_size=4, max_steps=4, learning_rate=2e-3, logging_steps=1,
-                                   strategy="single"), quiet=True)
+                                   eval_split=0.2, strategy="single"), quiet=True)
 
 
 def _torchrun(model, data, out: Path, *extra) -> dict:
@@ -51,6 +52,9 @@ def test_ddp_matches_single_process(tiny_model_dir, corpus_prefix, tmp_path, ref
     assert summary["world_size"] == 2 and {r["wrapper"] for r in summary["sharding"]} == {"DistributedDataParallel"}
     assert summary["final_loss"] == pytest.approx(reference["final_loss"], abs=1e-5)
     assert summary["tokens"] == reference["tokens"]
+    # the eval set is read exactly once whatever the split: 2 processes x 2 rows == 1 process x 4 rows
+    assert summary["data"]["eval_examples"] % 4 != 0  # a last batch that used to wrap around
+    assert summary["eval_loss"] == pytest.approx(reference["eval_loss"], abs=1e-6)
     _same_weights(tmp_path / "ddp", Path(reference["output"]))
 
 

@@ -118,3 +118,39 @@ def test_qlora_without_cuda_is_a_clear_error(tiny_model_dir, sft_file, tmp_path)
     with pytest.raises(KnowlmError, match="CUDA"):
         sft(_sft_cfg(tiny_model_dir, sft_file, tmp_path / "q", method="qlora"), quiet=True)
     assert not (tmp_path / "q").exists()
+
+
+def test_logged_loss_covers_every_step_and_the_title_says_what_ran(tiny_model_dir, corpus_prefix, tmp_path):
+    from knowlm.train.recipe import _title
+
+    def run(name, logging_steps):
+        pretrain(PretrainConfig(model=str(tiny_model_dir), data=[corpus_prefix], output=str(tmp_path / name), seq_len=32,
+                                micro_batch_size=2, max_steps=6, learning_rate=2e-3, logging_steps=logging_steps,
+                                strategy="single"), quiet=True)
+        return [r for r in read_metrics(tmp_path / name) if "loss" in r]
+
+    every, windows = run("every", 1), run("windows", 3)
+    assert [r["step"] for r in windows] == [3, 6]
+    for record in windows:  # the mean over the 3 steps of the window, not the logging step's own loss
+        own = [r["loss"] for r in every if record["step"] - 3 < r["step"] <= record["step"]]
+        assert record["loss"] == pytest.approx(sum(own) / 3, abs=1e-6)
+        assert record["step_loss"] == pytest.approx(own[-1], abs=1e-6)
+    cfg = SFTConfig(model="runs/pretrain", data=["d"], output="runs/sft")
+    assert _title("sft", cfg, "alpaca") == "sft (lora, alpaca) of pretrain -> sft"
+
+
+def test_packed_blend_resumes_exactly(tiny_model_dir, short_sft_file, sft_file, tmp_path):
+    """Packed rows keep per-source positions in the checkpoint: stop at 3, resume, same as straight."""
+    def cfg(out, **extra):
+        return SFTConfig(model=str(tiny_model_dir), data=["0.6", short_sft_file, "0.4", sft_file], output=str(out),
+                         micro_batch_size=2, max_steps=5, learning_rate=5e-3, cutoff_len=384, packing=True,
+                         blend_by="tokens", save_steps=2, logging_steps=1, strategy="single", **extra)
+
+    straight = sft(cfg(tmp_path / "straight"), quiet=True)
+    sft(cfg(tmp_path / "resumed", stop_at_step=3), quiet=True)
+    resumed = sft(cfg(tmp_path / "resumed", resume=True), quiet=True)
+    assert resumed["resumed_from"].endswith("step-00000002")
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], abs=1e-6)
+    assert resumed["tokens"] == straight["tokens"]
+    state = json.loads((tmp_path / "resumed" / "checkpoints" / "step-00000004" / "trainer_state.json").read_text())
+    assert len(state["stream"]["source_positions"]) == 2 and sum(state["stream"]["source_positions"]) > 8

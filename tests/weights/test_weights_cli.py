@@ -62,10 +62,10 @@ def test_sigterm_mid_merge_removes_temporary_output_and_exits_143(tmp_path):
     deadline = time.monotonic() + 120
     caught = False
     while proc.poll() is None and time.monotonic() < deadline:
-        if any(p.name.startswith(".tmp-merged") for p in out.iterdir()):
+        tmp = [p for p in out.iterdir() if p.name.startswith(".tmp-merged")]
+        if tmp and any(tmp[0].iterdir()):  # a partial shard is on disk: mid-merge
             os.kill(proc.pid, signal.SIGSTOP)
-            tmp = [p for p in out.iterdir() if p.name.startswith(".tmp-merged")]
-            caught = bool(tmp) and any(tmp[0].iterdir())  # frozen with a partial shard on disk: mid-merge
+            caught = tmp[0].exists()  # still there once frozen (not renamed into place in between)
             os.kill(proc.pid, signal.SIGTERM)
             os.kill(proc.pid, signal.SIGCONT)
             break

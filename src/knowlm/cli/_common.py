@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.outputs import OVERWRITE_HELP
 
 console = Console(soft_wrap=True)  # summaries stay one line in logs; the terminal wraps them
 err_console = Console(stderr=True, soft_wrap=True)
+
+# The same two flags on every command that writes (the policy is knowlm.utils.outputs).
+OVERWRITE = typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
+ALLOW_EMPTY = typer.Option(False, "--allow-empty", help="Write an empty result instead of refusing an input with nothing to use.")
 
 
 def parse_floats(value: str | None, flag: str) -> list[float] | None:

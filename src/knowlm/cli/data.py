@@ -9,11 +9,11 @@ from typing import List, Optional
 
 import typer
 
-from knowlm.cli._common import console, err_console
+from knowlm.cli._common import OVERWRITE, console, err_console
 
 data_app = typer.Typer(
     help="Corpus pipeline: clean, filter, de-duplicate, pack and tokenize into a Megatron-compatible dataset.\n\n"
-    "Example: knowlm data prepare --input corpus.jsonl --tokenizer tiny --output-prefix out/corpus",
+    "Example: knowlm data prepare --input src/knowlm/resources/corpus.jsonl --tokenizer demo-work/base --output-prefix demo-work/examples/corpus",
     no_args_is_help=True,
 )
 
@@ -39,17 +39,25 @@ def prepare_cmd(
     min_sample_tokens: int = typer.Option(8, "--min-sample-tokens", help="Drop (and count) samples shorter than this."),
     pack: str = typer.Option("document", "--pack", help="document: samples never cross documents; stream: consecutive documents share samples; "
                       "best-fit: whole sentence-cut pieces bin-packed into samples (densest)."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Prepare a pretraining corpus: clean, filter, dedup, split sentences, pack, tokenize in parallel.
 
     An interrupted run resumes with the same command and gives byte-identical output.
 
-    Example: knowlm data prepare --input 'data/*.jsonl.gz' --tokenizer tiny --output-prefix out/corpus --seq-len 1024 --workers 8
+    Example: knowlm data prepare --input src/knowlm/resources/corpus.jsonl --tokenizer demo-work/base --output-prefix demo-work/examples/corpus --seq-len 256 --workers 2
+
+    Your corpus: knowlm data prepare --input 'data/*.jsonl.gz' --tokenizer ./llama-7b-hf --output-prefix out/corpus --seq-len 1024 --workers 8
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     from knowlm.data import DedupConfig, FilterConfig, PrepareConfig, prepare
     from knowlm.data.clean import load_blocklist
+    from knowlm.data.sources import expand_inputs
+    from knowlm.utils.outputs import check_prefix
+
+    sources = [s.path for s in expand_inputs(input)]  # missing inputs are reported before existing outputs
+    check_prefix(output_prefix, (".bin", ".idx", ".json"), overwrite=overwrite, inputs=[*sources, blocklist, tokenizer])
 
     fconfig = FilterConfig(
         min_chars=min_chars,
@@ -99,13 +107,16 @@ def inspect_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a sample-length histogram PNG here."),
     samples: int = typer.Option(3, "--samples", help="How many samples to decode and show."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Counts, tokens per source, length histogram, packing efficiency and decoded samples.
 
-    Example: knowlm data inspect out/corpus --plot lengths.png
+    Example: knowlm data inspect demo-work/corpus/bundled --plot demo-work/examples/lengths.png
     """
     from knowlm.data import inspect
+    from knowlm.utils.outputs import check_output
 
+    check_output(plot, overwrite=overwrite, inputs=[f"{prefix}.bin", f"{prefix}.idx", f"{prefix}.json"], flag="--plot")
     report = inspect(prefix, plot=plot, samples=samples)
     if as_json:
         console.print_json(json.dumps(report, ensure_ascii=False))
@@ -132,13 +143,17 @@ def inspect_cmd(
 def merge_cmd(
     prefixes: List[str] = typer.Argument(..., help="Prepared dataset prefixes, in order."),
     output_prefix: str = typer.Option(..., "--output-prefix", "-o", help="Merged PREFIX.bin/.idx/.json."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Concatenate prepared datasets (same tokenizer) into one.
 
-    Example: knowlm data merge out/zh out/en --output-prefix out/all
+    Example: knowlm data merge demo-work/corpus/bundled demo-work/corpus/bundled --output-prefix demo-work/examples/twice
     """
     from knowlm.data import merge
+    from knowlm.utils.outputs import check_prefix
 
+    check_prefix(output_prefix, (".bin", ".idx", ".json"), overwrite=overwrite,
+                 inputs=[f"{p}{suffix}" for p in prefixes for suffix in (".bin", ".idx", ".json")])
     summary = merge(prefixes, output_prefix)
     c = summary["counts"]
     console.print(

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from knowlm.cli._common import console
+from knowlm.cli._common import OVERWRITE, console
 from knowlm.errors import KnowlmError
 
 MODES = ("auto", "single", "batch", "sequential")
@@ -22,15 +22,6 @@ def choose_mode(mode: str, method: str, keep: bool) -> str:
     if not keep:
         return "single"
     return "batch" if method in ("memit", "ike") else "sequential"
-
-
-def _refuse_existing(path: Optional[Path], overwrite: bool, inputs: list[Path]) -> None:
-    if path is None:
-        return
-    if any(path.resolve() == p.resolve() for p in inputs if p is not None):
-        raise KnowlmError(f"{path} is an input of this command; choose another output")
-    if path.exists() and not overwrite and (path.is_file() or any(path.iterdir())):
-        raise KnowlmError(f"{path} already exists and is not empty (pass --overwrite to replace it)")
 
 
 def edit_command(
@@ -51,7 +42,7 @@ def edit_command(
     embedding_model: Optional[str] = typer.Option(None, "--embedding-model", help="IKE retriever: local sentence-embedding model dir, or 'minilm'; default TF-IDF."),
     demos: Optional[Path] = typer.Option(None, "--demos", help="IKE: extra requests to draw demonstrations from."),
     metrics_out: Optional[Path] = typer.Option(None, "--metrics", help="Also write the metrics JSON here."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output / --metrics / --plot."),
+    overwrite: bool = OVERWRITE,
     dtype: str = typer.Option("auto", "--dtype", help="auto | float32 | float16 | bfloat16"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
 ) -> None:
@@ -59,7 +50,9 @@ def edit_command(
 
     Without --output the original weights are restored and only the metrics are reported.
 
-    Example: knowlm edit --model ./llama-7b --method rome --requests knowedit_counterfact.json --output edited
+    Example: knowlm edit --model demo-work/merged --method rome --requests demo-work/edit_requests.json --hparams tiny --output demo-work/examples/edited
+
+    Your model: knowlm edit --model ./llama-7b --method rome --requests knowedit_counterfact.json --output edited
     """
     from rich.progress import Progress
 
@@ -73,8 +66,11 @@ def edit_command(
         raise KnowlmError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
     if mode not in MODES:
         raise KnowlmError(f"unknown --mode {mode!r}; choose one of: {', '.join(MODES)}")
-    for path in (output, metrics_out, plot):
-        _refuse_existing(path, overwrite, [requests, demos, Path(model)])
+    from knowlm.utils.outputs import check_output, check_outputs
+
+    inputs = [requests, demos, model, hparams, stats_corpus]
+    check_output(output, overwrite=overwrite, kind="dir", inputs=inputs)
+    check_outputs([(metrics_out, "--metrics"), (plot, "--plot")], overwrite=overwrite, inputs=inputs)
     if template and template not in ("model", "raw"):
         from knowlm.models.templates import get
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from knowlm.cli._common import console, err_console
+from knowlm.cli._common import ALLOW_EMPTY, OVERWRITE, console, err_console
 from knowlm.errors import KnowlmError
 
 
@@ -36,15 +36,22 @@ def _table(result: dict, title: str, per_type: bool):
     return table
 
 
-def _read_records(gold: Path, pred: Path) -> tuple[list[dict], list[dict], dict]:
-    from knowlm.ie.records import validate
+def _read_records(gold: Path, pred: Path, allow_empty: bool) -> tuple[list[dict], list[dict], dict]:
+    from knowlm.ie.records import require_ie_fields
     from knowlm.utils.jsonl import JsonlStats, iter_jsonl_numbered
 
     stats = {"gold": JsonlStats(), "pred": JsonlStats()}
-    gold_records = [validate(r, f"{gold}:{n}") for n, r in iter_jsonl_numbered(gold, stats["gold"])]
-    pred_records = [r for _, r in iter_jsonl_numbered(pred, stats["pred"])]
+    gold_records = [require_ie_fields(r, f"{gold}:{n}") for n, r in iter_jsonl_numbered(gold, stats["gold"])]
+    pred_records = [require_ie_fields(r, f"{pred}:{n}", prediction=True) for n, r in iter_jsonl_numbered(pred, stats["pred"])]
     if not gold_records:
         raise KnowlmError(f"{gold}: no gold records")
+    if not pred_records and not allow_empty:
+        raise KnowlmError(f"{pred}: no prediction records (--allow-empty scores it as predicting nothing)")
+    gold_ids = {str(r["id"]) for r in gold_records if r.get("id") is not None}
+    pred_ids = {str(r["id"]) for r in pred_records if r.get("id") is not None}
+    if gold_ids and pred_ids and len(gold_ids) == len(gold_records) and not gold_ids & pred_ids:
+        raise KnowlmError(f"no prediction id in {pred} matches a gold id in {gold} (e.g. {sorted(pred_ids)[0]!r} vs "
+                          f"{sorted(gold_ids)[0]!r}): were they made from the same texts?")
     for name, path in (("gold", gold), ("pred", pred)):
         s = stats[name]
         if s.skipped:
@@ -64,18 +71,22 @@ def evaluate(
     report: Optional[Path] = typer.Option(None, help="Write the full JSON report here."),
     plot: Optional[Path] = typer.Option(None, help="Write a per-type F1 bar chart (PNG) here."),
     per_type: bool = typer.Option(False, "--per-type", help="Also print per-type scores."),
+    overwrite: bool = OVERWRITE,
+    allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
     """Micro precision/recall/F1 for entities, relations, event triggers and arguments.
 
     Predictions are matched to gold by id; parse failures count as empty predictions and are
     listed by reason. With --iepile the report also holds IEPile's own eval_func.py numbers.
 
-    Example: knowlm eval --gold gold.jsonl --pred pred.jsonl --report report.json --plot f1.png
-    Example: knowlm eval --iepile results/test_output.jsonl --count duplicates
+    Example: knowlm eval --gold demo-work/ie-after/gold.jsonl --pred demo-work/ie-after/pred.jsonl --report demo-work/examples/report.json --plot demo-work/examples/f1.png
+
+    Your IEPile results: knowlm eval --iepile results/test_output.jsonl --count duplicates
     """
     from knowlm.ie.datasets.base import load_relation_map, rename_relations
     from knowlm.ie.metrics import check_count, measures_present, normalizer, plot_per_type, score
     from knowlm.utils.atomic import atomic_write
+    from knowlm.utils.outputs import check_outputs
 
     check_count(count)
     match = match or ("exact" if count == "duplicates" else "strict")
@@ -86,6 +97,10 @@ def evaluate(
         raise KnowlmError("give --gold GOLD.jsonl and --pred PRED.jsonl, or --iepile RESULTS.jsonl")
     if task is not None and iepile is None:
         raise KnowlmError("--task names the task of an --iepile file's lines; gold records carry their own 'task'")
+    for path, flag in ((gold, "--gold"), (pred, "--pred"), (iepile, "--iepile")):
+        if path is not None and not path.is_file():
+            raise KnowlmError(f"{flag} file not found: {path}")
+    check_outputs([(report, "--report"), (plot, "--plot")], overwrite=overwrite, inputs=[gold, pred, iepile, relation_map])
     mapping = load_relation_map(relation_map).relation_map if relation_map else None
     if relation_map and not mapping:
         raise KnowlmError(f"{relation_map}: eval --relation-map renames labels: a JSON object {{label: new label}}")
@@ -101,7 +116,7 @@ def evaluate(
         for reason, entry in result["skipped"].items():
             err_console.print(f"warning: skipped {entry['count']} {reason} (first at {entry['first']})")
     else:
-        gold_records, pred_records, skipped = _read_records(gold, pred)
+        gold_records, pred_records, skipped = _read_records(gold, pred, allow_empty)
         if mapping:
             for r in gold_records + pred_records:
                 rename_relations(r, mapping)

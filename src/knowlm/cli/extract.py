@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from knowlm.cli._common import console, decoding_from_flags
+from knowlm.cli._common import ALLOW_EMPTY, OVERWRITE, console, decoding_from_flags
 from knowlm.errors import KnowlmError
 from knowlm.models.templates import DEFAULT_TEMPLATE, TEMPLATES
 
@@ -31,18 +31,26 @@ def extract(
     keep_hallucinated: bool = typer.Option(False, help="Keep spans that do not occur in the text."),
     dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
+    backend: str = typer.Option("hf", help="hf (Hugging Face, CPU or GPU) or vllm (vLLM offline engine, CUDA; needs the gpu extra)."),
+    compile: bool = typer.Option(False, "--compile", help="hf: static KV cache, compiled with CUDA graphs on a GPU (first batches compile)."),
+    overwrite: bool = OVERWRITE,
+    allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
     """Extract entities, relations or events from texts with an instruction-tuned model.
 
     Texts x schema batches are decoded in batches; long texts are chunked at sentence ends and
     merged with offsets; each record carries parse_status (ok / partial / failed) and reasons.
 
-    Example: knowlm extract -m demo-work/model --task re --schema '["located in","founded by"]' -i texts.jsonl -o pred.jsonl
+    Example: knowlm extract -m demo-work/merged --task re --schema '["located in","place of birth"]' -i demo-work/ie-after/gold.jsonl -o demo-work/examples/pred.jsonl
+
+    On a GPU, --backend vllm decodes with vLLM (same prompts, schema and parser; --constrained uses vLLM's
+    structured outputs with the same JSON schema).
     """
     from knowlm.ie.extract import extract_texts
     from knowlm.ie.schema import check_task, load_schema
     from knowlm.infer import load_generator
     from knowlm.utils.jsonl import JsonlStats, iter_jsonl, open_text, write_jsonl
+    from knowlm.utils.outputs import check_output
 
     task = check_task(task)
     schema_obj = load_schema(task, schema)
@@ -50,6 +58,7 @@ def extract(
         raise KnowlmError(f"--lang must be auto, zh or en, got {lang!r}")
     if not input.is_file():
         raise KnowlmError(f"input file not found: {input}")
+    check_output(output, overwrite=overwrite, inputs=[input, schema, model, adapter], flag="--output")
     stats = JsonlStats()
     if input.suffix == ".txt":
         with open_text(input) as handle:
@@ -62,9 +71,13 @@ def extract(
                 continue
             texts.append(record)
     if not texts:
-        raise KnowlmError(f"{input}: no texts to extract from (JSONL lines need a 'text' field)")
+        if not allow_empty:
+            raise KnowlmError(f"{input}: no texts to extract from (JSONL lines need a 'text' field); --allow-empty writes an empty file")
+        write_jsonl(output, [])
+        console.print(f"{input} holds no texts; wrote an empty {output} (--allow-empty).")
+        return
     params = decoding_from_flags("ie", max_new_tokens=max_new_tokens)
-    generator = load_generator(model, adapter, template, dtype=dtype, device=device, ie_wording=wording)
+    generator = load_generator(model, adapter, template, dtype=dtype, device=device, backend=backend, compile=compile, ie_wording=wording)
     run: dict = {}
     records = extract_texts(
         generator, texts, task, schema_obj, lang=lang, style=style, split_num=split_num, constrained=constrained,

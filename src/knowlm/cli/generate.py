@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from knowlm.cli._common import console, decoding_from_flags, parse_floats
+from knowlm.cli._common import OVERWRITE, console, decoding_from_flags, parse_floats
 from knowlm.errors import KnowlmError
 from knowlm.models.templates import DEFAULT_TEMPLATE, TEMPLATES
 
@@ -35,12 +35,13 @@ def generate(
     load_8bit: bool = typer.Option(False, "--load-8bit", help="bitsandbytes 8-bit weights (CUDA)."),
     load_4bit: bool = typer.Option(False, "--load-4bit", help="bitsandbytes 4-bit NF4 weights (CUDA)."),
     allocate: Optional[str] = typer.Option(None, help="GiB per GPU for multi-GPU placement, e.g. 10,10,10."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Generate with a model: chat interactively or run a file of cases.
 
     In chat, change decoding while it runs: /set temperature 0.2, /set preset ie, /show, /reset, /quit.
 
-    Example: knowlm generate -m demo-work/model --cases examples/general_cases.jsonl -o answers.jsonl
+    Example: knowlm generate -m demo-work/merged --cases examples/general_cases.jsonl -o demo-work/examples/answers.jsonl
     """
     from knowlm.infer import load_generator
     from knowlm.infer.cases import run_cases_file
@@ -52,6 +53,12 @@ def generate(
         raise KnowlmError("choose one of --load-8bit and --load-4bit")
     if cases is not None and not cases.is_file():
         raise KnowlmError(f"cases file not found: {cases}")
+    if output is not None and cases is None:
+        raise KnowlmError("--output is where --cases results go; chat (--interactive) writes nothing")
+    if cases is not None:
+        from knowlm.utils.outputs import check_output
+
+        output = check_output(output or cases.with_suffix(".out.jsonl"), overwrite=overwrite, inputs=[cases, model, adapter])
     params = decoding_from_flags(preset, max_new_tokens, temperature, top_p, top_k, num_beams, repetition_penalty, do_sample)
     quantization = "8bit" if load_8bit else "4bit" if load_4bit else None
     generator = load_generator(
@@ -60,7 +67,6 @@ def generate(
     if interactive:
         run_chat(ChatSession(generator, params, system=system), sys.stdin, sys.stdout)
         return
-    output = output or cases.with_suffix(".out.jsonl")
     results = run_cases_file(generator, cases, output, params, batch_size)
     stopped = sum(r["finish_reason"] == "stop" for r in results)
     tokens = sum(r["num_tokens"] for r in results)

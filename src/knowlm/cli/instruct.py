@@ -9,12 +9,12 @@ from typing import List, Optional
 
 import typer
 
-from knowlm.cli._common import console, err_console
+from knowlm.cli._common import ALLOW_EMPTY, OVERWRITE, console, err_console
 from knowlm.errors import KnowlmError
 
 instruct_app = typer.Typer(
     help="Instruction data: generate it (self-instruct, back-translation, KG2Instruction) and select it with a YAML pipeline.\n\n"
-    "Example: knowlm instruct select --input data.jsonl --output clean.jsonl --pipeline pipeline.yaml",
+    "Example: knowlm instruct select --input demo-work/kg2instruct/train.jsonl --output demo-work/examples/selected.jsonl",
     no_args_is_help=True,
 )
 
@@ -48,26 +48,30 @@ def generate_cmd(
     kg: List[Path] = typer.Option([], "--kg", help="kg2instruct: knowledge graph JSONL (repeatable)."),
     schema: Optional[Path] = typer.Option(None, "--schema", help="kg2instruct: relation schema JSON."),
     split: List[str] = typer.Option(["train"], "--split", help="kg2instruct: which splits to write (train, dev, test; repeatable)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Regenerate even when OUTPUT exists."),
+    overwrite: bool = OVERWRITE,
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
 ) -> None:
     """Generate instruction data with an LLM (endpoint or local model) or from a knowledge graph.
 
     Re-running the same command after an interruption resumes: finished rounds/batches are kept.
 
-    Example: knowlm instruct generate --method self-instruct --seeds seeds.jsonl --output gen.jsonl --api-base http://127.0.0.1:8090/v1 -n 50
+    Example: knowlm instruct generate --method kg2instruct --seeds src/knowlm/resources/corpus.jsonl --kg src/knowlm/resources/kg.jsonl --output demo-work/examples/kg_instructions.jsonl
+
+    With `knowlm serve` running: knowlm instruct generate --method self-instruct --seeds demo-work/kg2instruct/dev.jsonl --output gen.jsonl --api-base http://127.0.0.1:8090/v1 -n 50
     """
     from knowlm.instruct import METHODS
 
     if method not in METHODS:
         raise KnowlmError(f"unknown --method {method!r}; choose one of: {', '.join(METHODS)}")
+    from knowlm.utils.outputs import check_output
+
     if not seeds.is_file():
         raise KnowlmError(f"--seeds file not found: {seeds}")
-    if output.exists() and not overwrite:
-        console.print(f"{output} already exists: nothing to do (pass --overwrite to regenerate).")
-        return
-    if output.exists():
-        output.unlink()
+    for path in kg:
+        if not path.is_file():
+            raise KnowlmError(f"--kg file not found: {path}")
+    # An interrupted run resumes from OUTPUT.partial; a finished OUTPUT is replaced only with --overwrite.
+    check_output(output, overwrite=overwrite, inputs=[seeds, *kg, schema, model, adapter])
     if method == "kg2instruct":
         from knowlm.instruct import kg_instructions
 
@@ -122,21 +126,29 @@ def select_cmd(
     api_base: Optional[str] = typer.Option(None, "--api-base", help="OpenAI-compatible endpoint for the judge."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="KNOWLM_API_KEY", help="Bearer key for the endpoint."),
     api_model: Optional[str] = typer.Option(None, "--api-model", help="Model name at the endpoint."),
+    overwrite: bool = OVERWRITE,
+    allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
     """Select instruction data: apply selectors in order and report what each dropped and why.
 
-    Example: knowlm instruct select --input gen.jsonl --output clean.jsonl --pipeline pipeline.yaml --rejected dropped.jsonl
+    Example: knowlm instruct select --input demo-work/kg2instruct/train.jsonl --output demo-work/examples/selected.jsonl --rejected demo-work/examples/dropped.jsonl
     """
     from rich.table import Table
 
     from knowlm.instruct import select
     from knowlm.instruct.selectors import SelectContext
     from knowlm.utils.atomic import atomic_write
+    from knowlm.utils.outputs import check_outputs
 
+    if not input.is_file():
+        raise KnowlmError(f"input file not found: {input}")
+    check_outputs([(output, "--output"), (rejected, "--rejected"), (report, "--report")], overwrite=overwrite,
+                  inputs=[input, pipeline, model, adapter])
     context = SelectContext(model=model, adapter=adapter, api_base=api_base, api_key=api_key, api_model=api_model,
                             progress=err_console.is_terminal)
     summary = select(input, output, pipeline, dry_run=dry_run, scores=scores, rejected=rejected, context=context,
-                     echo=lambda entry: err_console.print(f"  {entry['step']}: dropped {entry['dropped']} of {entry['input']}"))
+                     echo=lambda entry: err_console.print(f"  {entry['step']}: dropped {entry['dropped']} of {entry['input']}"),
+                     allow_empty=allow_empty)
     table = Table("step", "in", "dropped", "kept", "reasons", "s", title="would drop (dry run)" if dry_run else "selection")
     for entry in summary["steps"]:
         table.add_row(entry["step"], str(entry["input"]), str(entry["dropped"]), str(entry["kept"]),

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from knowlm.cli._common import console, parse_floats
+from knowlm.cli._common import ALLOW_EMPTY, OVERWRITE, console, parse_floats
 from knowlm.errors import KnowlmError
 
 
@@ -41,6 +41,8 @@ def kg2instruct(
     hard_negatives: bool = typer.Option(False, help="Sample negative relations first among those whose head and tail types overlap a positive's (needs --schema)."),
     substitute: int = typer.Option(0, help="Also write this many variants of each training document with its linked entities replaced by other graph entities of the same type (counterfactual, real sentences)."),
     templates: Optional[Path] = typer.Option(None, help="Templates YAML {lang: {relation: ['{head} ... {tail}.']}} for --augment (default: the bundled ones)."),
+    overwrite: bool = OVERWRITE,
+    allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
     """Build relation-extraction instructions by distant supervision (KG2Instruction).
 
@@ -51,11 +53,16 @@ def kg2instruct(
     With --holdout, the listed documents (a test set) are kept out of every output: records,
     instructions, texts.jsonl (the texts training may read) and augmentation.
 
-    Example: knowlm kg2instruct --corpus corpus.jsonl --kg kg.jsonl --schema kg_schema.json --output kg2i
+    Example: knowlm kg2instruct --corpus src/knowlm/resources/corpus.jsonl --kg src/knowlm/resources/kg.jsonl --schema src/knowlm/resources/kg_schema.json --output demo-work/examples/kg2i
     """
     from knowlm.ie.kg2instruct import KG2InstructConfig, load_rules
     from knowlm.ie.kg2instruct import kg2instruct as run
+    from knowlm.utils.outputs import check_output
 
+    for path in [*corpus, *kg]:
+        if not path.is_file():
+            raise KnowlmError(f"input file not found: {path}")
+    check_output(output, overwrite=overwrite, kind="dir", inputs=[*corpus, *kg, schema, relation_map, rules, gold])
     if lang not in ("auto", "zh", "en"):
         raise KnowlmError("--lang must be auto, zh or en")
     styles = tuple(s.strip() for s in style.split(",") if s.strip())
@@ -70,7 +77,7 @@ def kg2instruct(
         records=_names_list(records), names=names, entities=entities, tasks=_names_list(task), wording=wording, augment=augment, augment_swap=augment_swap, hard_negatives=hard_negatives, substitute=substitute,
     )
     stats = run(corpus, kg, output, config, schema_path=schema, relation_map_path=relation_map, gold_path=gold, progress=True,
-                holdout_path=holdout, templates_path=templates)
+                holdout_path=holdout, templates_path=templates, allow_empty=allow_empty)
     link = stats["linking"]
     summary = (
         f"Labelled {stats['documents']} documents ({stats['sentences']} sentences): {stats['mentions']} mentions, "

@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "knowlm.cli.edit",
     "knowlm.cli.instruct",
     "knowlm.cli.bench",
+    "knowlm.cli.env",
 ]
 
 app = typer.Typer(
@@ -48,9 +49,23 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        import knowlm
+
+        print(f"knowlm {knowlm.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show library warnings, deprecations and progress bars (hidden by default)."),
+) -> None:
     """Knowledgeable LLMs for knowledge extraction."""
+    from knowlm.utils import noise
+
+    noise.configure(verbose or None)
 
 
 def _register_all() -> None:
@@ -68,6 +83,31 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _run(argv: list[str] | None) -> None:
+    """The app, with usage errors (unknown option, a value of the wrong type, a missing argument) as one
+    ``error:`` line and exit 2 like every other bad input, instead of click's usage box."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer vendors click
+    from typer.exceptions import Abort
+
+    try:
+        code = app(args=argv, prog_name="knowlm", standalone_mode=False)
+    except NoArgsIsHelpError:
+        app(args=argv, prog_name="knowlm")  # a bare group: its help, as typer formats it (exit 2)
+        return
+    except UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        print(f"error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)  # typer.Exit(n) from a command (e.g. a benchmark's own status)
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not os.path.exists("/dev/nvidiactl"):
@@ -77,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(args=argv, prog_name="knowlm")
+        _run(argv)
     except KnowlmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

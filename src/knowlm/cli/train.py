@@ -1,21 +1,31 @@
 """`knowlm train pretrain|sft`: thin wrappers over :mod:`knowlm.train`.
 
-Every flag defaults to "not given" so that a ``--config`` YAML (or shipped preset) can set it
-and an explicit flag still wins. ``--data`` takes several values: ``--data 0.7 zh 0.3 en``.
+The options of every recipe are generated once from its config dataclass (field name ->
+``--field-name``, help text and aliases from the field's metadata), so the recipes cannot drift
+apart and a YAML key is always also a flag. Every flag defaults to "not given" so that a
+``--config`` YAML (or shipped preset) can set it and an explicit flag still wins. ``--data``
+takes several values: ``--data 0.7 zh 0.3 en``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Callable, Optional
 
 import typer
 
 from knowlm.errors import KnowlmError
 
-train_app = typer.Typer(help="Continued pretraining and instruction tuning.\n\nExample: knowlm train sft --model M --data ie.jsonl --output out",
+train_app = typer.Typer(help="Continued pretraining and instruction tuning.\n\n"
+                        "Example: knowlm train sft --model demo-work/pretrain --data demo-work/kg2instruct/train.jsonl --output demo-work/examples/lora",
                         no_args_is_help=True)
 
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+METHOD_FLAGS = {"lora": "LoRA adapter.", "qlora": "LoRA on a 4-bit NF4 base model (CUDA + bitsandbytes).",
+                "full": "Train all weights."}
 
 
 def _data_tokens(given: list[str] | None, extra: list[str], flag: str = "--data") -> list[str] | None:
@@ -35,18 +45,81 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _method(lora: Optional[bool], qlora: Optional[bool], full: Optional[bool]) -> Optional[str]:
-    chosen = [name for name, flag in (("lora", lora), ("qlora", qlora), ("full", full)) if flag]
-    if len(chosen) > 1:
-        raise KnowlmError(f"choose one of --lora, --qlora, --full (got {', '.join('--' + c for c in chosen)})")
-    return chosen[0] if chosen else None
+def resolve_method(given: Optional[str], shortcuts: dict[str, Optional[bool]]) -> Optional[str]:
+    """``--method X`` or one of ``--lora/--qlora/--full``; two different choices are an error in every recipe."""
+    chosen = [f"--{name}" for name, flag in shortcuts.items() if flag]
+    if given is not None:
+        chosen.append(f"--method {given}")
+    names = {c.split()[-1].lstrip("-") for c in chosen}
+    if len(names) > 1:
+        raise KnowlmError(f"choose one of --lora, --qlora, --full (got {', '.join(chosen)})")
+    return names.pop() if names else None
 
 
-def _targets(value: Optional[str]) -> Optional[list[str]]:
-    if value is None:
-        return None
-    parts = [p.strip() for p in value.split(",") if p.strip()]
-    return None if parts in ([], ["all-linear"]) else parts
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option(f: dataclasses.Field, hint, default) -> tuple[object, object]:
+    """(annotation, typer.Option) for one config field."""
+    meta = f.metadata
+    help_text = meta.get("help", "")
+    if meta.get("choices"):
+        help_text += f" ({'|'.join(meta['choices'])})"
+    if default not in (None, "", []):
+        help_text += f" (default: {default})"
+    flags = [_flag(f.name), *meta.get("flags", ())]
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    kwargs = {"help": help_text, "show_default": False, "rich_help_panel": meta.get("panel")}
+    if inner is bool:
+        flags[0] = f"{flags[0]}/--no-{flags[0][2:]}"
+        return Optional[bool], typer.Option(None, *flags, **kwargs)
+    if typing.get_origin(inner) is list:
+        if f.name == "lora_target_modules":  # one comma-separated value
+            return Optional[str], typer.Option(None, *flags, **kwargs)
+        return Optional[list[str]], typer.Option(None, *flags, **kwargs)
+    return Optional[inner], typer.Option(None, *flags, **kwargs)
+
+
+def make_command(cls, run: Callable, name: str, doc: str, defaults: dict | None = None) -> None:
+    """Register ``knowlm train NAME`` with one option per field of ``cls`` (``defaults``: this command's own)."""
+    hints = typing.get_type_hints(cls)
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    annotations: dict[str, object] = {"ctx": typer.Context, "return": None}
+
+    def add(param: str, annotation, option) -> None:
+        params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+        annotations[param] = annotation
+
+    add("config", Optional[str], typer.Option(None, "--config", help="YAML file or shipped preset; flags win over it."))
+    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+    for f in fields:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        annotation, option = _option(f, hints[f.name], (defaults or {}).get(f.name, default))
+        add(f.name, annotation, option)
+    for short, text in METHOD_FLAGS.items():
+        add(f"method_{short}", Optional[bool], typer.Option(None, f"--{short}", help=f"{text} Same as --method {short}."))
+
+    def command(ctx: typer.Context, **kwargs) -> None:
+        from knowlm.train import build_config
+
+        config_file = kwargs.pop("config")
+        shortcuts = {short: kwargs.pop(f"method_{short}") for short in METHOD_FLAGS}
+        kwargs["method"] = resolve_method(kwargs.get("method"), shortcuts)
+        kwargs["data"] = _data_tokens(kwargs.get("data"), ctx.args)
+        for key, value in (defaults or {}).items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
+        summary = run(build_config(cls, config_file, kwargs))
+        if _is_main():
+            _report(summary)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = annotations
+    command.__doc__ = doc
+    command.__name__ = f"{name}_cmd"
+    train_app.command(name, context_settings=EXTRA)(command)
 
 
 def _report(summary: dict) -> None:
@@ -60,6 +133,10 @@ def _report(summary: dict) -> None:
     if "truncated" in data:
         cut = (f" {data['truncated']} of {data['records']} examples were cut to --cutoff-len {data['cutoff_len']}"
                f" and {data['dropped_no_answer']} dropped (prompt alone too long).")
+    if data.get("long_sequences"):
+        what = (f"{data['truncated_tokens']:,} tokens were cut (--long-sequences truncate)" if data["truncated_tokens"]
+                else f"they continued into {data['continued_examples']:,} further samples, nothing dropped")
+        cut = f" {data['long_sequences']:,} sequences were longer than --seq-len {data['seq_len']}: {what}."
     eval_part = f", eval loss {summary['eval_loss']:.4f}" if summary.get("eval_loss") is not None else ""
     resumed = f" Resumed from {summary['resumed_from']}." if summary.get("resumed_from") else ""
     console.print(
@@ -76,136 +153,43 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-@train_app.command("pretrain", context_settings=EXTRA)
-def pretrain_cmd(
-    ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model directory (HF layout) or hub id."),
-    data: Optional[list[str]] = typer.Option(None, "--data", help="Indexed dataset prefix, or weighted blend: --data 0.7 zh 0.3 en."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output directory."),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML file or shipped preset (e.g. pretrain_llama_13b_zero3)."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per sequence (default 1024)."),
-    eval_data: Optional[list[str]] = typer.Option(None, "--eval-data", help="Indexed prefix held out for evaluation."),
-    eval_split: Optional[float] = typer.Option(None, "--eval-split", help="Fraction of documents held out when no --eval-data."),
-    lora: Optional[bool] = typer.Option(None, "--lora", help="Train a LoRA adapter instead of all weights."),
-    full: Optional[bool] = typer.Option(None, "--full", help="Train all weights (default)."),
-    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-    lr_scheduler: Optional[str] = typer.Option(None, "--lr-scheduler", help="cosine | linear | constant"),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps"),
-    warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio"),
-    min_lr_ratio: Optional[float] = typer.Option(None, "--min-lr-ratio"),
-    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm"),
-    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", "--batch-size", help="Sequences per process per micro-step."),
-    gradient_accumulation_steps: Optional[int] = typer.Option(None, "--grad-accum", "--gradient-accumulation-steps"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
-    epochs: Optional[float] = typer.Option(None, "--epochs"),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
-    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack several sequences into one row."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    logging_steps: Optional[int] = typer.Option(None, "--logging-steps"),
-    eval_steps: Optional[int] = typer.Option(None, "--eval-steps"),
-    save_steps: Optional[int] = typer.Option(None, "--save-steps"),
-    save_total_limit: Optional[int] = typer.Option(None, "--save-total-limit"),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue from the last checkpoint in --output."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Discard an earlier run in --output."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto | single | ddp | fsdp | deepspeed"),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON or preset: zero2 | zero3 | zero3_offload."),
-    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Also log to OUTPUT/tensorboard."),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r"),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha"),
-    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
-    lora_target_modules: Optional[str] = typer.Option(None, "--lora-target-modules", help="Comma-separated; default all linear projections."),
-    stop_at_step: Optional[int] = typer.Option(None, "--stop-at-step", help="Checkpointed stop after this step (for time-limited slots)."),
-) -> None:
-    """Continue pretraining a causal LM on indexed datasets (from `knowlm data prepare`).
+def _pretrain(cfg):
+    from knowlm.train import pretrain
 
-    Example: knowlm train pretrain --model tiny --data 0.7 corpus/zh 0.3 corpus/en --output out --max-steps 100
-    """
-    from knowlm.train import PretrainConfig, build_config, pretrain
-
-    overrides = dict(
-        model=model, data=_data_tokens(data, ctx.args), output=output, seq_len=seq_len, eval_data=eval_data,
-        eval_split=eval_split, method="lora" if lora else ("full" if full else None), learning_rate=learning_rate,
-        weight_decay=weight_decay, lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio,
-        min_lr_ratio=min_lr_ratio, max_grad_norm=max_grad_norm, micro_batch_size=micro_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps, max_steps=max_steps, epochs=epochs,
-        gradient_checkpointing=gradient_checkpointing, precision=precision, packing=packing, seed=seed,
-        logging_steps=logging_steps, eval_steps=eval_steps, save_steps=save_steps, save_total_limit=save_total_limit,
-        resume=resume, overwrite=overwrite, strategy=strategy, deepspeed=deepspeed, tensorboard=tensorboard,
-        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lora_target_modules=_targets(lora_target_modules),
-        stop_at_step=stop_at_step,
-    )
-    summary = pretrain(build_config(PretrainConfig, config, overrides))
-    if _is_main():
-        _report(summary)
+    return pretrain(cfg)
 
 
-@train_app.command("sft", context_settings=EXTRA)
-def sft_cmd(
-    ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model directory (HF layout) or hub id."),
-    data: Optional[list[str]] = typer.Option(None, "--data", help="Alpaca JSON/JSONL file or folder; weighted: --data 2 a.jsonl 1 b.jsonl."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output directory."),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML file or shipped preset (e.g. sft_lora, sft_oneke)."),
-    template: Optional[str] = typer.Option(None, "--template", help="Prompt template: alpaca (default), llama2, chatml, raw."),
-    cutoff_len: Optional[int] = typer.Option(None, "--cutoff-len", help="Truncate examples to this many tokens (default 512)."),
-    train_on_inputs: Optional[bool] = typer.Option(None, "--train-on-inputs/--no-train-on-inputs", help="Also learn the prompt tokens."),
-    val_size: Optional[float] = typer.Option(None, "--val-size", help="Validation examples: a count (>= 1) or a fraction."),
-    group_by_length: Optional[bool] = typer.Option(None, "--group-by-length/--no-group-by-length"),
-    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="Pack several examples into one row (no cross-attention)."),
-    lora: Optional[bool] = typer.Option(None, "--lora", help="LoRA adapter (default)."),
-    qlora: Optional[bool] = typer.Option(None, "--qlora", help="LoRA on a 4-bit NF4 base model (CUDA + bitsandbytes)."),
-    full: Optional[bool] = typer.Option(None, "--full", help="Train all weights."),
-    lora_r: Optional[int] = typer.Option(None, "--lora-r"),
-    lora_alpha: Optional[int] = typer.Option(None, "--lora-alpha"),
-    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout"),
-    lora_target_modules: Optional[str] = typer.Option(None, "--lora-target-modules", help="Comma-separated; default all linear projections."),
-    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-    lr_scheduler: Optional[str] = typer.Option(None, "--lr-scheduler", help="cosine | linear | constant"),
-    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps"),
-    warmup_ratio: Optional[float] = typer.Option(None, "--warmup-ratio"),
-    max_grad_norm: Optional[float] = typer.Option(None, "--max-grad-norm"),
-    micro_batch_size: Optional[int] = typer.Option(None, "--micro-batch-size", "--batch-size", help="Examples per process per micro-step."),
-    gradient_accumulation_steps: Optional[int] = typer.Option(None, "--grad-accum", "--gradient-accumulation-steps"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
-    epochs: Optional[float] = typer.Option(None, "--epochs"),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing"),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    logging_steps: Optional[int] = typer.Option(None, "--logging-steps"),
-    eval_steps: Optional[int] = typer.Option(None, "--eval-steps"),
-    save_steps: Optional[int] = typer.Option(None, "--save-steps"),
-    save_total_limit: Optional[int] = typer.Option(None, "--save-total-limit"),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue from the last checkpoint in --output."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Discard an earlier run in --output."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto | single | ddp | fsdp | deepspeed"),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON or preset: zero2 | zero3 | zero3_offload."),
-    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help="Also log to OUTPUT/tensorboard."),
-    stop_at_step: Optional[int] = typer.Option(None, "--stop-at-step", help="Checkpointed stop after this step (for time-limited slots)."),
-) -> None:
-    """Instruction-tune a model on alpaca-style records (LoRA by default).
+def _sft(cfg):
+    from knowlm.train import sft
 
-    Example: knowlm train sft --model tiny --data ie_train.jsonl --output ie-lora --template alpaca --epochs 3
-    """
-    from knowlm.train import SFTConfig, build_config, sft
+    return sft(cfg)
 
-    overrides = dict(
-        model=model, data=_data_tokens(data, ctx.args), output=output, template=template, cutoff_len=cutoff_len,
-        train_on_inputs=train_on_inputs, val_size=val_size, group_by_length=group_by_length, packing=packing,
-        method=_method(lora, qlora, full), lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        lora_target_modules=_targets(lora_target_modules), learning_rate=learning_rate, weight_decay=weight_decay,
-        lr_scheduler=lr_scheduler, warmup_steps=warmup_steps, warmup_ratio=warmup_ratio, max_grad_norm=max_grad_norm,
-        micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-        max_steps=max_steps, epochs=epochs, gradient_checkpointing=gradient_checkpointing, precision=precision,
-        seed=seed, logging_steps=logging_steps, eval_steps=eval_steps, save_steps=save_steps,
-        save_total_limit=save_total_limit, resume=resume, overwrite=overwrite, strategy=strategy,
-        deepspeed=deepspeed, tensorboard=tensorboard, stop_at_step=stop_at_step,
-    )
-    summary = sft(build_config(SFTConfig, config, overrides))
-    if _is_main():
-        _report(summary)
+
+def _preference(cfg):
+    from knowlm.train.pref import preference
+
+    return preference(cfg)
+
+
+def _register() -> None:
+    from knowlm.train.config import PreferenceConfig, PretrainConfig, SFTConfig
+
+    make_command(PretrainConfig, _pretrain, "pretrain",
+                 "Continue pretraining a causal LM on indexed datasets (from `knowlm data prepare`).\n\n"
+                 "Example: knowlm train pretrain --model demo-work/base --data demo-work/corpus/bundled --output demo-work/examples/pretrain --seq-len 256 --max-steps 10\n\n"
+                 "Your corpora: knowlm train pretrain --model ./llama-7b-hf --data 0.7 corpus/zh 0.3 corpus/en --output out --max-steps 100")
+    make_command(SFTConfig, _sft, "sft",
+                 "Instruction-tune a model on alpaca-style records (LoRA by default).\n\n"
+                 "Example: knowlm train sft --model demo-work/pretrain --data demo-work/kg2instruct/train.jsonl --output demo-work/examples/lora --max-steps 10\n\n"
+                 "Your data: knowlm train sft --model ./llama-7b-hf --data ie_train.jsonl --output ie-lora --template alpaca --epochs 3")
+    for objective, what in (("dpo", "DPO against the starting model"), ("orpo", "ORPO (SFT + odds ratio, no reference)")):
+        make_command(PreferenceConfig, _preference, objective,
+                     f"Preference-tune a model with {what} on JSONL pairs (instruction/prompt, chosen, rejected).\n\n"
+                     f"Example (your preference pairs; the demo makes none): knowlm train {objective} --model ./zhixi-7b --data prefs.jsonl --output {objective}-lora --beta 0.1",
+                     defaults={"objective": objective})
+
+
+_register()
 
 
 def register(app: typer.Typer) -> None:

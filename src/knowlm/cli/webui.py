@@ -22,15 +22,14 @@ def webui(
 ) -> None:
     """Open a web page to try a model: completion, instruction (streaming) and knowledge extraction.
 
-    Example: knowlm webui -m demo-work/model --adapter ie=demo-work/lora --port 7860
+    Example: knowlm webui -m demo-work/pretrain --adapter ie=demo-work/sft --port 7860
     """
-    from knowlm.errors import KnowlmError
     from knowlm.serve import ServeConfig, build_service, parse_adapters
     from knowlm.serve.server import is_loopback
     from knowlm.serve.webui import launch
+    from knowlm.utils.net import check_port_free
 
-    if not 0 < port < 65536:
-        raise KnowlmError(f"--port must be in 1..65535, got {port}")
+    check_port_free(host, port)
     config = ServeConfig(model=model, adapters=parse_adapters(adapter), host=host, port=port, template=template,
                          max_batch_size=max_batch_size, num_threads=threads, dtype=dtype, device=device)
     with console.status(f"loading {model}"):

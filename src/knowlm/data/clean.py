@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.jsonl import read_text
 
 # C0/C1 controls except \t and \n, plus zero-width characters and the BOM.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
@@ -99,7 +100,7 @@ def load_blocklist(path: str | Path) -> list[str]:
     if not path.is_file():
         raise KnowlmError(f"blocklist file not found: {path}")
     terms = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():
         line = line.split("#", 1)[0].strip().lower()
         if line:
             terms.append(line)

@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.atomic import current_umask, writable_parent
 
 HEADER = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -78,9 +79,10 @@ def write_index(handle, dtype: np.dtype, num_sequences: int, num_doc_indices: in
 
 
 def _tmp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would make the dataset unreadable to other users
     return Path(tmp)
 
 

@@ -61,8 +61,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def _plain_signals() -> None:
+    """A forked worker inherits the CLI's SIGTERM handler (which raises ``Terminated`` and then ignores
+    further TERMs); ``Pool.terminate()`` must simply end it, or a worker that swallowed the exception
+    blocks the parent's join forever. Ctrl-C is the parent's to handle (it terminates the pool)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def init_worker(tokenizer, config: WorkerConfig, subprocess: bool = False) -> None:
     """Pool initializer. With fork the parent's tokenizer object is inherited, not reloaded."""
+    if subprocess:
+        _plain_signals()
     if subprocess and sys.platform.startswith("linux"):
         _die_with_parent()
     _STATE["tokenizer"] = tokenizer

@@ -23,6 +23,7 @@ from typing import Callable
 
 from knowlm.edit.requests import EditRequest, flatten_answers, make_request
 from knowlm.errors import KnowlmError
+from knowlm.utils.jsonl import read_text
 
 FORMATS = ("auto", "knowlm", "zsre", "counterfact", "mquake")
 
@@ -105,7 +106,7 @@ def detect_format(record) -> str:
 
 def read_records(path: Path) -> list:
     """A JSON list (or ``{"requests": [...]}``, or one object), or JSONL."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError:

@@ -36,6 +36,8 @@ def demo_stage(workdir: str | Path, model_dir: str | Path, method: str = "rome")
     metrics = result.metrics
     with atomic_write(workdir / "edit_metrics.json") as handle:
         json.dump(metrics, handle, ensure_ascii=False, indent=2)
+    with atomic_write(workdir / "edit_requests.json") as handle:  # for `knowlm edit --requests` after the demo
+        json.dump([DEMO_REQUEST], handle, ensure_ascii=False, indent=2)
     req = metrics["requests"][0]
     return {
         "method": method,

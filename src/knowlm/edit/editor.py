@@ -340,6 +340,9 @@ def edit(
                       kept=kept, guard=guard, context=ctx)
 
 
+EDIT_FILES = ("metrics.json", "ike_contexts.json", "grace.pt", "edit_curve.png")  # beside the model in --output
+
+
 def save_edited(result: EditResult, model, tokenizer, output: str | Path, base_model: str | None = None,
                 arguments: dict | None = None) -> Path:
     """Write the (edited) model as a self-describing directory plus ``metrics.json`` (and GRACE's
@@ -347,10 +350,10 @@ def save_edited(result: EditResult, model, tokenizer, output: str | Path, base_m
     import json
 
     from knowlm.models import write_manifest
-    from knowlm.utils.atomic import atomic_dir
+    from knowlm.utils.outputs import MODEL_FILES, save_model_dir
 
     output = Path(output)
-    with atomic_dir(output) as tmp:
+    with save_model_dir(output, owned=(*MODEL_FILES, *EDIT_FILES)) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         if base_model and (Path(base_model) / "tokenizer.model").is_file():

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.jsonl import read_text
 
 METHODS = ("rome", "memit", "alphaedit", "ft", "grace", "ike")
 
@@ -171,7 +172,7 @@ def build(method: str, values: dict[str, Any], where: str):
 
 def _read_yaml(path: Path, where: str) -> dict:
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as exc:
         raise KnowlmError(f"{where}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):

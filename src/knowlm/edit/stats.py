@@ -135,7 +135,7 @@ def accumulate(model, tokenizer, layer_name: str, corpus: str | Path, n_samples:
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n_samples, desc=f"statistics {layer_name}", unit="sample")
+        bar = tqdm(total=n_samples, desc=f"statistics {layer_name}", unit="sample", disable=None)
 
     def flush():
         nonlocal total, tokens

@@ -13,6 +13,7 @@ This is the only module of ``knowlm.ie`` that imports torch/xgrammar, and only w
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -20,6 +21,7 @@ from knowlm.errors import KnowlmError
 from knowlm.ie.schema import Schema, make_schema
 
 SEPARATORS = (", ", ": ")  # json.dumps defaults: what gold_output writes and models are tuned on
+MAX_CACHED = 512  # compiled grammars kept
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class GrammarCache:
 
     def __init__(self) -> None:
         self._compilers: dict[tuple[int, int], Any] = {}
-        self._grammars: dict[tuple[int, int, str], Any] = {}
+        self._grammars: dict[tuple[int, int, str, bool], Any] = {}
+        self._lock = threading.RLock()
 
     def compiler(self, tokenizer, vocab_size: int):
         key = (id(tokenizer), vocab_size)
@@ -87,15 +90,20 @@ class GrammarCache:
             self._compilers[key] = (xgr.GrammarCompiler(info, max_threads=2), tokenizer)
         return self._compilers[key][0]
 
-    def grammar(self, tokenizer, vocab_size: int, json_schema_obj: dict):
+    def grammar(self, tokenizer, vocab_size: int, json_schema_obj: dict, strict: bool = True):
+        """``strict``: objects admit only the properties the schema lists (extraction answers, OpenAI's
+        ``json_schema``); otherwise any further properties are allowed (OpenAI's ``json_object``)."""
         text = json.dumps(json_schema_obj, ensure_ascii=False, sort_keys=False)
-        key = (id(tokenizer), vocab_size, text)
-        if key not in self._grammars:
-            compiler = self.compiler(tokenizer, vocab_size)
-            self._grammars[key] = compiler.compile_json_schema(
-                text, any_whitespace=False, separators=SEPARATORS, strict_mode=True
-            )
-        return self._grammars[key]
+        key = (id(tokenizer), vocab_size, text, strict)
+        with self._lock:  # a server compiles from several threads
+            if key not in self._grammars:
+                compiler = self.compiler(tokenizer, vocab_size)
+                while len(self._grammars) >= MAX_CACHED:  # a server compiles clients' schemas: keep the newest
+                    del self._grammars[next(iter(self._grammars))]
+                self._grammars[key] = compiler.compile_json_schema(
+                    text, any_whitespace=False, separators=SEPARATORS, strict_mode=strict
+                )
+            return self._grammars[key]
 
     def __len__(self) -> int:
         return len(self._grammars)
@@ -140,14 +148,27 @@ def make_processor(compiled: Sequence[Any]):
     return GrammarLogitsProcessor(compiled)
 
 
-def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE):
-    """A ``TextGenerator.generate(logits_processor=...)`` factory: ``row_schemas[i]`` is the schema
-    batch of prompt ``i`` (:class:`Schema` objects may mix tasks in one batch). Grammars mask the
-    generator's ``vocab_size`` logits with its ``tokenizer``."""
-    tokenizer = generator.tokenizer
-    grammars = [cache.grammar(tokenizer, generator.vocab_size, json_schema(task, s, bounds)) for s in row_schemas]
+class SchemaProcessors:
+    """What :func:`processor_factory` returns: a ``TextGenerator.generate(logits_processor=...)`` factory.
 
-    def factory(indices: Sequence[int]) -> list:
-        return [make_processor([grammars[i] for i in indices])]
+    Called with one batch's prompt indices it gives that batch's xgrammar logits processor (the Hugging
+    Face generators); ``json_schemas[i]`` is prompt ``i``'s JSON Schema, for backends that constrain
+    output from the schema themselves (vLLM's structured outputs, :mod:`knowlm.infer.vllm_generator`),
+    so every backend decodes against the same schema. Grammars are compiled (and cached) on first use.
+    """
 
-    return factory
+    def __init__(self, tokenizer, vocab_size: int, json_schemas: Sequence[dict], cache: GrammarCache = CACHE):
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.json_schemas = list(json_schemas)
+        self.cache = cache
+
+    def __call__(self, indices: Sequence[int]) -> list:
+        return [make_processor([self.cache.grammar(self.tokenizer, self.vocab_size, self.json_schemas[i]) for i in indices])]
+
+
+def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE) -> SchemaProcessors:
+    """The constrained-decoding factory for ``generator``: ``row_schemas[i]`` is the schema batch of prompt
+    ``i`` (:class:`Schema` objects may mix tasks in one batch). Grammars mask the generator's
+    ``vocab_size`` logits with its ``tokenizer``."""
+    return SchemaProcessors(generator.tokenizer, generator.vocab_size, [json_schema(task, s, bounds) for s in row_schemas], cache)

@@ -14,6 +14,7 @@ how the model is prompted and where its answers stop; nothing here imports ``kno
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Sequence
 
 from knowlm.data.sentences import split_sentences
@@ -89,6 +90,34 @@ def _context_budget(context: int, overhead: int, max_new_tokens: int, max_input_
     return budget
 
 
+class _TextBar:
+    """Extraction progress in texts (a text is done when all its chunk x schema-batch prompts are), with the
+    tokens generated and an ETA; off when stderr is not a terminal."""
+
+    def __init__(self, n_texts: int, doc_of_prompt: list[int]):
+        from tqdm import tqdm
+
+        self.doc_of_prompt = doc_of_prompt
+        self.left = Counter(doc_of_prompt)
+        self.tokens = 0
+        self.done = n_texts - len(self.left)  # texts with no prompt (none today) count as done
+        self.bar = tqdm(total=n_texts, initial=self.done, desc="extracting", unit="text", disable=None)
+
+    def __call__(self, indices, generations) -> None:
+        done = 0
+        for index in indices:
+            doc = self.doc_of_prompt[index]
+            self.left[doc] -= 1
+            done += self.left[doc] == 0
+        self.tokens += sum(g.num_tokens for g in generations)
+        self.done += done
+        self.bar.set_postfix(tokens=self.tokens, refresh=False)
+        self.bar.update(done)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def extract_texts(
     generator: TextGenerator,
     texts: Sequence[str] | Sequence[dict],
@@ -160,7 +189,12 @@ def extract_texts(
 
         factory = processor_factory(generator, task, [m[3] for m in meta], bounds or Bounds())
     started = time.perf_counter()
-    gens = generator.generate(prompts, params, batch_size=batch_size, logits_processor=factory, progress=progress) if prompts else []
+    report = _TextBar(len(docs), [m[0] for m in meta]) if progress and prompts else None
+    try:
+        gens = generator.generate(prompts, params, batch_size=batch_size, logits_processor=factory, progress=report or False) if prompts else []
+    finally:
+        if report is not None:
+            report.close()
     seconds = time.perf_counter() - started
 
     field = TASK_FIELD[task]

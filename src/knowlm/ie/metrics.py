@@ -283,28 +283,24 @@ def format_table(report: dict) -> str:
 
 
 def plot_per_type(report: dict, path) -> None:
-    """A bar chart of per-type F1 for every measure present (PNG)."""
-    import warnings
-
+    """A bar chart of per-type F1 for every measure present (PNG), each bar labelled with its value
+    (a type scored 0 shows a "0.0" stub rather than nothing)."""
     from knowlm.utils.atomic import atomic_write
-    from knowlm.utils.plotting import pyplot
+    from knowlm.utils.plotting import labelled_bars, pyplot
 
-    plt = pyplot()  # Chinese type names need the CJK font it selects when the system has one
+    plt = pyplot()  # Chinese type names need the CJK font it selects
     measures = measures_present(report) or ["entity"]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig, axes = plt.subplots(len(measures), 1, figsize=(8, 2.6 * len(measures) + 0.6), squeeze=False)
-        for ax, m in zip(axes[:, 0], measures):
-            per_type = report[m]["per_type"]
-            names = list(per_type)
-            values = [per_type[n]["f1"] * 100 for n in names]
-            ax.bar(range(len(names)), values, color="#4477aa")
-            ax.set_xticks(range(len(names)))
-            ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-            ax.set_ylim(0, 100)
-            ax.set_ylabel("F1 (%)")
-            ax.set_title(f"{m}: micro F1 {report[m]['f1'] * 100:.1f}%")
-        fig.tight_layout()
-        with atomic_write(path, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=100)
+    fig, axes = plt.subplots(len(measures), 1, figsize=(8, 2.8 * len(measures) + 0.6), squeeze=False)
+    for ax, m in zip(axes[:, 0], measures):
+        per_type = report[m]["per_type"]
+        names = list(per_type) or ["(no types)"]
+        values = [per_type[n]["f1"] * 100 for n in per_type] or [0.0]
+        labelled_bars(ax, names, values, limit=100)
+        ax.set_xlabel("type")
+        ax.set_ylabel("F1 (%)")
+        ax.set_title(f"{m}: micro F1 {report[m]['f1'] * 100:.1f}% (P {report[m]['precision'] * 100:.1f}, "
+                     f"R {report[m]['recall'] * 100:.1f})")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)

@@ -22,14 +22,24 @@ def is_na(relation: Any) -> bool:
     return str(relation).strip().lower() in NA_RELATIONS
 
 
-
-
 def new_record(text: str, id: str | None = None, lang: str | None = None, source: str | None = None) -> dict:
     record: dict[str, Any] = {"id": id, "text": text, "lang": lang or detect_lang(text)}
     if source:
         record["source"] = source
     record.update({"entities": [], "relations": [], "events": []})
     return record
+
+
+def require_ie_fields(record: Any, where: str = "record", prediction: bool = False) -> dict:
+    """An IE record must carry at least one of entities/relations/events (a prediction may carry
+    ``parse_error`` instead): a file of other JSON objects is the wrong file, not a score of 0."""
+    if not isinstance(record, dict):
+        raise KnowlmError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    fields = (*FIELDS, "parse_error", "parse_errors") if prediction else tuple(FIELDS)
+    if not any(name in record for name in fields):
+        keys = ", ".join(list(record)[:6]) or "none"
+        raise KnowlmError(f"{where}: not an IE record (needs {', '.join(FIELDS)}; has keys {keys})")
+    return validate(record, where)
 
 
 def validate(record: Any, where: str = "record") -> dict:

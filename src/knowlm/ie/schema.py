@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from knowlm.errors import KnowlmError
+from knowlm.utils.jsonl import read_text
 
 TASKS = ("ner", "re", "ee", "eet", "eea", "spo")
 DEFAULT_SPLIT_NUM = {"ner": 6, "re": 4, "ee": 4, "eet": 4, "eea": 4, "spo": 4}  # IEPile's recommended split_num
@@ -173,7 +174,9 @@ def make_schema(task: str, raw: Any, where: str = "schema") -> Schema:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            if raw.lstrip().startswith(("[", "{")):  # meant as JSON: never split a broken list into odd items
+                raise KnowlmError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}): {raw.strip()[:80]}") from None
             raw = [part.strip() for part in raw.split(",") if part.strip()]
     schema = Schema(task)
     if isinstance(raw, dict) and any(k in raw for k in ("items", "schema", "types", "relations", "events")):
@@ -225,7 +228,7 @@ def load_schema(task: str, value: str | Path | Any) -> Schema:
             if not path.is_file():
                 raise KnowlmError(f"schema file not found: {path}")
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = json.loads(read_text(path))
             except json.JSONDecodeError as exc:
                 raise KnowlmError(f"{path}: invalid JSON ({exc.msg})") from None
             return make_schema(task, data, where=str(path))

@@ -48,6 +48,7 @@ class GenerationRequest:
     params: DecodingParams = field(default_factory=DecodingParams)
     adapter: str | None = None  # LoRA adapter name; None = base model
     processors: list | None = None  # HF-style logits processors for this one prompt (constrained decoding)
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives
     request_id: str = field(default_factory=lambda: f"req-{next(_ids)}")
 
 
@@ -62,6 +63,7 @@ class Event:
     prompt_tokens: int = 0
     error: str | None = None
     status: int = 500  # HTTP status to use when error is set
+    logprobs: list | None = None  # (token id, logprob, [(id, logprob), ...]) of the tokens since the last event
 
 
 class RequestHandle:
@@ -80,6 +82,7 @@ class RequestHandle:
         self._aqueue: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
         self._queue: queue.Queue = queue.Queue()
         self._text: list[str] = []
+        self._logprobs: list | None = [] if request.logprobs is not None else None
         self.final: Event | None = None
 
     @property
@@ -96,6 +99,8 @@ class RequestHandle:
             return
         if event.text:
             self._text.append(event.text)
+        if event.logprobs and self._logprobs is not None:
+            self._logprobs.extend(event.logprobs)
         if event.finished or event.error:
             self.final = event
             self.done.set()
@@ -138,6 +143,7 @@ class RequestHandle:
             num_tokens=final.num_tokens,
             finish_reason=final.finish_reason or "stop",
             prompt_tokens=self.prompt_tokens,
+            logprobs=self._logprobs,
         )
 
     def result(self) -> Generation:
@@ -169,17 +175,53 @@ class Backend(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
     def stats(self) -> dict: ...
 
 
-def make_backend(kind: str, model: str, adapters: dict[str, str] | None = None, **options) -> Backend:
-    """Build the backend named ``kind`` ("hf" or "vllm") for ``model`` with named LoRA ``adapters``."""
+@dataclass
+class EngineOptions:
+    """How to run a backend; each backend takes the options that apply to it."""
+
+    dtype: str = "auto"
+    device: str = "auto"  # hf
+    max_batch_size: int = 16  # rows decoded together (vllm: max_num_seqs)
+    max_waiting: int = 256  # queued requests before 429
+    num_threads: int | None = None  # hf: intra-op threads of the engine thread
+    tensor_parallel_size: int = 1  # vllm
+    gpu_memory_utilization: float = 0.9  # vllm
+    compile: bool = False  # hf: static KV cache slots, decode step compiled with CUDA graphs on a GPU
+    cache_len: int | None = None  # hf with compile: tokens of context per slot (default: the model's)
+
+
+BACKENDS = ("hf", "vllm")
+
+
+def make_backend(kind: str, model: str, adapters: dict[str, str] | None = None, options: EngineOptions | None = None) -> Backend:
+    """Build the backend named ``kind`` ("hf" or "vllm") for ``model`` with named LoRA ``adapters``.
+
+    The one place a backend name becomes an engine (``knowlm serve``, ``knowlm webui``, benches).
+    """
+    o = options or EngineOptions()
     if kind == "hf":
         from knowlm.infer.batching import BatchingEngine
 
-        return BatchingEngine.from_pretrained(model, adapters=adapters, **options)
+        return BatchingEngine.from_pretrained(
+            model, adapters=adapters, dtype=o.dtype, device=o.device,
+            max_batch_size=o.max_batch_size, max_waiting=o.max_waiting, num_threads=o.num_threads, compile=o.compile,
+            cache_len=o.cache_len,
+        )
     if kind == "vllm":
         from knowlm.infer.vllm_backend import VllmEngine
 
-        return VllmEngine.from_pretrained(model, adapters=adapters, **options)
-    raise KnowlmError(f"unknown backend {kind!r}; choose hf or vllm")
+        if o.compile:
+            raise KnowlmError("--compile is for --backend hf (vLLM compiles its decode step on its own)")
+
+        return VllmEngine.from_pretrained(
+            model, adapters=adapters, dtype=o.dtype, tensor_parallel_size=o.tensor_parallel_size,
+            gpu_memory_utilization=o.gpu_memory_utilization, max_batch_size=o.max_batch_size, max_waiting=o.max_waiting,
+        )
+    raise KnowlmError(f"unknown backend {kind!r}; choose one of: {', '.join(BACKENDS)}")

@@ -19,6 +19,9 @@ from knowlm.models.templates import Turn, get, render
 
 # Called with the indices (into the caller's prompt list) of one batch; returns logits processors for it.
 ProcessorFactory = Callable[[Sequence[int]], list]
+# generate(progress=...): False, True (the generator's own bar, in prompts), or a callback given the indices of
+# the prompts just answered and their Generations, so that the caller counts what its user thinks in (texts, tokens).
+ProgressCallback = Callable[[Sequence[int], Sequence["Generation"]], None]
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Generation:
     num_tokens: int  # generated tokens, EOS excluded
     finish_reason: str  # "stop" (EOS or stop string) or "length"
     prompt_tokens: int = 0
+    logprobs: list | None = None  # (token id, logprob, [(id, logprob), ...]) per token, when asked for (serving)
 
 
 @runtime_checkable
@@ -57,7 +61,7 @@ class TextGenerator(Protocol):
         params: DecodingParams | None = None,
         batch_size: int = 16,
         logits_processor: ProcessorFactory | None = None,
-        progress: bool = False,
+        progress: bool | ProgressCallback = False,
     ) -> list[Generation]:
         """One :class:`Generation` per prompt, in the caller's order."""
         ...
@@ -73,7 +77,11 @@ class TemplatePrompts:
         return get(self.template).stop
 
     def prompt(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
-        return render(self.template, instruction, input, system, history)
+        # a tokenizer's own chat template (template "chat_template") renders with the tokenizer
+        return render(self.template, instruction, input, system, history, tokenizer=getattr(self, "tokenizer", None))
+
+
+GENERATOR_BACKENDS = ("hf", "vllm")
 
 
 def load_generator(
@@ -86,14 +94,32 @@ def load_generator(
     allocate: Sequence[float] | None = None,
     trust_remote_code: bool = False,
     ie_wording: str | None = None,
+    backend: str = "hf",
+    compile: bool = False,
 ):
-    """Load ``model`` (+ PEFT ``adapter``) into a batched Hugging Face generator.
+    """Load ``model`` (+ PEFT ``adapter``) into a generator: the batched Hugging Face ``Generator``
+    (``backend="hf"``; ``compile``: static KV cache, and ``torch.compile`` with CUDA graphs on a GPU), or
+    vLLM's offline engine (``backend="vllm"``, CUDA only).
 
     The template is resolved here, once: ``template`` (a ``--template`` flag) if given, else the
     adapter's ``knowlm.json``, else the model's, else the default (see ``resolve_template``). An
     unknown name or a corrupt manifest fails before the weights load. The IE prompt wording is
     resolved the same way (``ie_wording``, see ``resolve_ie_wording``).
     """
+    from knowlm.errors import KnowlmError
+
+    if backend not in GENERATOR_BACKENDS:
+        raise KnowlmError(f"unknown backend {backend!r}; choose one of: {', '.join(GENERATOR_BACKENDS)}")
+    if backend == "vllm":
+        on_gpu = device == "auto" or device.startswith("cuda")
+        unsupported = [flag for flag, used in ((f"--device {device}", not on_gpu), ("quantization", quantization),
+                                               ("--allocate", allocate), ("--compile", compile)) if used]
+        if unsupported:
+            raise KnowlmError(f"--backend vllm does not take {', '.join(unsupported)} (vLLM runs on CUDA and compiles on its own)")
+        from knowlm.infer.vllm_generator import VllmGenerator
+
+        return VllmGenerator.from_pretrained(model, adapter, template, dtype=dtype)
+
     from knowlm.infer.engine import Generator
     from knowlm.models import load, resolve_template
 
@@ -105,4 +131,4 @@ def load_generator(
         model, adapter=adapter, dtype=dtype, device=device, quantization=quantization, allocate=allocate,
         trust_remote_code=trust_remote_code, template=name,
     )
-    return Generator(lm, tokenizer, template=name, ie_wording=wording)
+    return Generator(lm, tokenizer, template=name, ie_wording=wording, compile=compile)

@@ -11,12 +11,13 @@ attention; this module only translates requests, parameters, LoRA adapters and s
 * a cancelled handle aborts the vLLM request at its next output.
 
 Not supported here (clear 400s): beam search and per-request logits processors
-(``/extract --constrained``), which vLLM handles through its own structured-output API.
+(``/extract --constrained``, ``response_format``), which vLLM handles through its own structured-output API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
@@ -32,6 +33,9 @@ from knowlm.infer.backends import (
     RequestHandle,
 )
 from knowlm.decoding import DecodingParams
+from knowlm.infer.engine import check_token_ids
+
+log = logging.getLogger("knowlm.infer.vllm")
 
 
 def _require_vllm():
@@ -46,8 +50,39 @@ def _require_vllm():
     return vllm
 
 
-def sampling_params(p: DecodingParams):
-    """DecodingParams -> vllm.SamplingParams (n=1)."""
+def model_limits(path: str) -> tuple[int, int | None]:
+    """(context length, vocabulary size) from the model's ``config.json``."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    return int(getattr(config, "max_position_embeddings", None) or 2048), getattr(config, "vocab_size", None)
+
+
+def json_output(schema: dict) -> dict:
+    """The ``SamplingParams`` keyword that constrains output to JSON matching ``schema``:
+    ``structured_outputs=StructuredOutputsParams(json=...)`` (current vLLM), else the older releases'
+    ``guided_decoding=GuidedDecodingParams(json=...)``."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
+    return {"structured_outputs": StructuredOutputsParams(json=schema)}
+
+
+def compact_json_engine_args() -> dict:
+    """Engine arguments that make vLLM compile a JSON schema exactly as ``knowlm.ie.constrained`` does:
+    xgrammar without free whitespace (so separators are ``", "`` and ``": "``, what models are tuned on)."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams  # noqa: F401
+    except ImportError:
+        return {"guided_decoding_backend": "xgrammar:disable-any-whitespace"}
+    return {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+
+
+def sampling_params(p: DecodingParams, logprobs: int | None = None, json_schema: dict | None = None):
+    """DecodingParams -> vllm.SamplingParams (n=1); ``json_schema``: structured JSON output."""
     from vllm import SamplingParams
 
     if p.num_beams > 1:
@@ -58,10 +93,28 @@ def sampling_params(p: DecodingParams):
         top_p=p.top_p if p.sampling else 1.0,
         top_k=p.top_k if (p.sampling and p.top_k > 0) else -1,
         max_tokens=p.max_new_tokens,
+        min_tokens=p.min_new_tokens,
         repetition_penalty=p.repetition_penalty,
+        presence_penalty=p.presence_penalty,
+        frequency_penalty=p.frequency_penalty,
+        logit_bias=dict(p.logit_bias) or None,
         stop=list(p.stop) or None,
-        seed=p.seed,
+        stop_token_ids=list(p.stop_token_ids) or None,
+        seed=None if p.seed is None else p.seed % 2**63,
+        logprobs=logprobs,
+        **(json_output(json_schema) if json_schema is not None else {}),
     )
+
+
+def _logprobs(completion, start: int, top: int | None) -> list | None:
+    """vLLM's per-token logprob dicts from token ``start`` on -> (token, logprob, [(id, logprob)...])."""
+    if top is None or not completion.logprobs:
+        return None
+    entries = []
+    for token, candidates in zip(completion.token_ids[start:], completion.logprobs[start:]):
+        ranked = sorted(candidates.items(), key=lambda kv: kv[1].logprob, reverse=True)
+        entries.append((token, candidates[token].logprob, [(t, lp.logprob) for t, lp in ranked[:top]]))
+    return entries
 
 
 class VllmEngine:
@@ -79,6 +132,7 @@ class VllmEngine:
         self._loop = loop
         self._thread = thread
         self._lock = threading.Lock()
+        self._tok_lock = threading.Lock()  # a fast tokenizer must not be used from two threads at once
         self._inflight: dict[str, RequestHandle] = {}
         self._accepting = True
         self._lora = {}
@@ -133,27 +187,33 @@ class VllmEngine:
         except Exception as exc:  # vLLM reports CUDA / memory / config problems as assorted exceptions
             loop.call_soon_threadsafe(loop.stop)
             raise KnowlmError(f"vLLM could not start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(path)
-        context = int(getattr(config, "max_position_embeddings", 2048))
+        context, vocab_size = model_limits(path)
         return cls(engine, load_tokenizer(path), context, adapters, max_inflight=max_batch_size + max_waiting, loop=loop, thread=thread,
-                   vocab_size=getattr(config, "vocab_size", None))
+                   vocab_size=vocab_size)
 
     # -- Backend interface ------------------------------------------------------------------
     def start(self) -> "VllmEngine":
         return self  # the engine runs from construction
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return len(self.encode(text))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        with self._tok_lock:
+            return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        with self._tok_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle:
         params = request.params.validate()
         if request.processors:
-            raise BackendError("per-request logits processors (constrained /extract) are not supported by the vllm backend")
+            raise BackendError("constrained output (/extract constrained, response_format) is not supported by the vllm backend")
         if request.adapter is not None and request.adapter not in self._lora:
             raise KnowlmError(f"unknown adapter {request.adapter!r}")
-        sampling = sampling_params(params)
+        check_token_ids(params, self.vocab_size)
+        sampling = sampling_params(params, request.logprobs)
         count = self.count_tokens(request.prompt)
         if count >= self.max_context:
             raise PromptTooLongError(f"prompt has {count} tokens; the model's context is {self.max_context}")
@@ -177,18 +237,20 @@ class VllmEngine:
                     handle.push(Event(text="", num_tokens=tokens, finished=True, finish_reason="cancelled", prompt_tokens=handle.prompt_tokens))
                     return
                 completion = output.outputs[0]
-                text, tokens = completion.text, len(completion.token_ids)
+                previous, text, tokens = tokens, completion.text, len(completion.token_ids)
                 delta = text[emitted:]
                 emitted = len(text)
+                logprobs = _logprobs(completion, previous, request.logprobs)
                 if output.finished:
                     reason = completion.finish_reason if completion.finish_reason in ("stop", "length") else "stop"
-                    handle.push(Event(text=delta, num_tokens=tokens, finished=True, finish_reason=reason, prompt_tokens=handle.prompt_tokens))
+                    handle.push(Event(text=delta, num_tokens=tokens, finished=True, finish_reason=reason, prompt_tokens=handle.prompt_tokens, logprobs=logprobs))
                     return
-                if delta:
-                    handle.push(Event(text=delta, num_tokens=tokens, prompt_tokens=handle.prompt_tokens))
+                if delta or logprobs:
+                    handle.push(Event(text=delta, num_tokens=tokens, prompt_tokens=handle.prompt_tokens, logprobs=logprobs))
             handle.push(Event(num_tokens=tokens, finished=True, finish_reason="stop", prompt_tokens=handle.prompt_tokens))
-        except Exception as exc:  # report to this request only; the engine keeps serving others
-            handle.push(Event(error=f"vllm: {type(exc).__name__}: {exc}", status=500, prompt_tokens=handle.prompt_tokens))
+        except Exception:  # report to this request only (no internals); the engine keeps serving others
+            log.exception("vllm request %s failed", request.request_id)
+            handle.push(Event(error="generation failed for this request", status=500, prompt_tokens=handle.prompt_tokens))
         finally:
             with self._lock:
                 self._inflight.pop(request.request_id, None)

@@ -26,7 +26,7 @@ from typing import Any
 from knowlm.errors import KnowlmError
 from knowlm.instruct.records import read_instructions
 from knowlm.instruct.selectors import SELECTORS, SelectContext, Selector
-from knowlm.utils.jsonl import write_jsonl
+from knowlm.utils.jsonl import read_text, write_jsonl
 
 DEFAULT_PIPELINE = [{"selector": name} for name in ("length", "dedup", "rouge", "mtld", "language")]
 _POINTERS = ("duplicate_of", "similar_to")  # score fields that point at another record (by position)
@@ -69,7 +69,7 @@ def load_pipeline(path: str | Path | None) -> list[Step]:
     if not path.is_file():
         raise KnowlmError(f"pipeline file not found: {path}")
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         raise KnowlmError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     return build_steps(spec)
@@ -133,12 +133,17 @@ def run_steps(records: list[dict], steps: list[Step], context: SelectContext | N
 
 
 def select(input: str | Path, output: str | Path, pipeline: str | Path | list | None = None, dry_run: bool = False,
-           scores: bool = False, rejected: str | Path | None = None, context: SelectContext | None = None, echo=None) -> dict:
-    """Read ``input``, run the pipeline, write kept records (all, scored, in a dry run) to ``output``."""
+           scores: bool = False, rejected: str | Path | None = None, context: SelectContext | None = None, echo=None,
+           allow_empty: bool = False) -> dict:
+    """Read ``input``, run the pipeline, write kept records (all, scored, in a dry run) to ``output``.
+    An input without records is a KnowlmError unless ``allow_empty``."""
     started = time.perf_counter()
     steps = build_steps(pipeline) if isinstance(pipeline, list) else load_pipeline(pipeline)
     skipped: Counter = Counter()
     records = read_instructions(input, skipped)
+    if not records and not allow_empty:
+        bad = f" ({sum(skipped.values())} bad lines skipped: {dict(skipped)})" if skipped else ""
+        raise KnowlmError(f"{input}: no instruction records to select from{bad}; --allow-empty writes an empty file")
     kept, dropped, report = run_steps(records, steps, context, dry_run=dry_run, scores=scores, echo=echo)
     if not dry_run and not scores:
         kept = [{k: v for k, v in r.items() if k != "dropped"} for r in kept]

@@ -23,9 +23,14 @@ _HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 
 
 def is_hub_id(name: str) -> bool:
-    """Whether ``name`` is spelled like a hub repo id ("gpt2", "zjunlp/OneKE"); "./x", "/abs", "a/b/c",
-    "~/m" are paths. The one test for models, adapters and tokenizers."""
-    return bool(_HUB_ID.match(name))
+    """Whether ``name`` can only mean a hub repo id ("gpt2", "zjunlp/OneKE"); "./x", "/abs", "a/b/c",
+    "~/m" are paths, and so is "demo-work/model" when ``demo-work`` is a local directory (a mistyped
+    local path must say "not found" at once, not spend a minute asking the hub). The one test for
+    models, adapters and tokenizers."""
+    if not _HUB_ID.match(name):
+        return False
+    owner = name.split("/", 1)[0] if "/" in name else None
+    return owner is None or not Path(owner).is_dir()
 
 
 def _locate(name: str, what: str) -> str:

@@ -35,6 +35,7 @@ ALPACA_WITH_INPUT = (
     "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 )
 ONEKE_SYSTEM = "You are a helpful assistant. 你是一个乐于助人的助手。"
+CHAT_TEMPLATE = "chat_template"  # the template shipped in the tokenizer's config
 
 
 def _user_text(instruction: str, input: str) -> str:
@@ -79,28 +80,60 @@ def _raw(instruction: str, input: str, system: str | None, history: Sequence[Tur
     return head + past + (f"{instruction}\n{input}" if input else instruction)
 
 
+def chat_messages(instruction: str, input: str, system: str | None, history: Sequence[Turn]) -> list[dict]:
+    """The record as chat messages (what a tokenizer's chat template renders)."""
+    messages = [{"role": "system", "content": system}] if system else []
+    for user, answer in history:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return messages + [{"role": "user", "content": _user_text(instruction, input)}]
+
+
+def render_chat_template(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """``tokenizer.apply_chat_template`` as text, without a leading BOS the tokenizer adds by itself."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise KnowlmError("template 'chat_template' needs a tokenizer with a chat template (tokenizer_config.json); "
+                          "this one has none: choose alpaca, llama2, chatml or raw")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos):]
+    return text
+
+
 @dataclass(frozen=True)
 class Template:
     """How one family of models is prompted."""
 
     name: str
-    build: Callable[[str, str, str | None, Sequence[Turn]], str]
+    build: Callable[[str, str, str | None, Sequence[Turn]], str] | None
     default_system: str | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)  # text that ends an answer besides EOS
     description: str = ""
+    turn_end: str = ""  # literal text closing an assistant turn inside a conversation (trained with it)
 
-    def render(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
+    @property
+    def uses_tokenizer(self) -> bool:
+        return self.build is None
+
+    def render(self, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = (),
+               tokenizer=None) -> str:
         system = self.default_system if system is None else system
-        return self.build(instruction, input or "", system or None, [tuple(t) for t in history])
+        history = [tuple(t) for t in history]
+        if self.uses_tokenizer:
+            return render_chat_template(tokenizer, chat_messages(instruction, input or "", system or None, history))
+        return self.build(instruction, input or "", system or None, history)
 
 
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in [
         Template("alpaca", _alpaca, stop=("### Instruction:",), description="KnowLM/ZhiXi and alpaca-lora: ### Response: split"),
-        Template("llama2", _llama2, default_system=ONEKE_SYSTEM, stop=("[INST]",), description="LLaMA-2 chat / OneKE"),
-        Template("chatml", _chatml, default_system="You are a helpful assistant.", stop=("<|im_end|>",), description="ChatML"),
+        Template("llama2", _llama2, default_system=ONEKE_SYSTEM, stop=("[INST]",), description="LLaMA-2 chat / OneKE",
+                 turn_end=" </s>"),
+        Template("chatml", _chatml, default_system="You are a helpful assistant.", stop=("<|im_end|>",), description="ChatML",
+                 turn_end="<|im_end|>"),
         Template("raw", _raw, description="plain completion for base models"),
+        Template(CHAT_TEMPLATE, None, description="the tokenizer's own chat template (Llama-3, Qwen2.5, ...)"),
     ]
 }
 
@@ -112,16 +145,26 @@ def get(name: str) -> Template:
         raise KnowlmError(f"unknown prompt template {name!r}; choose one of: {', '.join(TEMPLATES)}") from None
 
 
-def render(template: str, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = ()) -> str:
-    """The prompt up to where the model's answer starts."""
-    return get(template).render(instruction, input, system, history)
+def render(template: str, instruction: str, input: str = "", system: str | None = None, history: Sequence[Turn] = (),
+           tokenizer=None) -> str:
+    """The prompt up to where the model's answer starts (``chat_template`` needs the tokenizer)."""
+    return get(template).render(instruction, input, system, history, tokenizer)
+
+
+def resolve(template: str, tokenizer=None) -> str:
+    """``auto`` -> ``chat_template`` when the tokenizer has one, else ``alpaca``; other names checked."""
+    if template == "auto":
+        return CHAT_TEMPLATE if getattr(tokenizer, "chat_template", None) else "alpaca"
+    get(template)
+    return template
 
 
 def render_training_example(
-    template: str, instruction: str, input: str, output: str, system: str | None = None, history: Sequence[Turn] = ()
+    template: str, instruction: str, input: str, output: str, system: str | None = None, history: Sequence[Turn] = (),
+    tokenizer=None,
 ) -> tuple[str, str]:
     """(prompt, answer) for SFT: the prompt is exactly what :func:`render` gives at inference."""
-    return render(template, instruction, input, system, history), output
+    return render(template, instruction, input, system, history, tokenizer), output
 
 
 def manifest_template(model: str | os.PathLike, adapter: str | os.PathLike | None = None) -> tuple[str, Path] | None:

@@ -16,7 +16,7 @@ from typing import Iterable
 
 from knowlm.models.manifest import write_manifest
 from knowlm.models.templates import DEFAULT_TEMPLATE
-from knowlm.utils.atomic import atomic_dir
+from knowlm.utils.outputs import save_model_dir
 
 
 TOKENIZER_FILES = {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"}
@@ -75,7 +75,7 @@ def build_tokenizer(out_dir: str | Path, texts: Iterable[str] | None = None, voc
     from transformers import LlamaTokenizer
 
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with save_model_dir(out_dir) as tmp:
         (tmp / "tokenizer.model").write_bytes(train_sentencepiece(texts or _bundled_texts(), vocab_size))
         tokenizer = LlamaTokenizer.from_pretrained(str(tmp), add_bos_token=True, add_eos_token=False)
         tokenizer.save_pretrained(str(tmp))  # save_pretrained does not keep tokenizer.model; it is still there
@@ -89,7 +89,7 @@ def build_model(out_dir: str | Path, tokenizer_dir: str | Path | None = None, co
 
     config = config or TinyConfig()
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with save_model_dir(out_dir) as tmp:
         if tokenizer_dir is None:
             build_tokenizer(tmp / "_tok", vocab_size=config.vocab_size)
             tokenizer_dir = tmp / "_tok"

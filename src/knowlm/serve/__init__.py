@@ -7,7 +7,8 @@
 """
 
 from knowlm.serve.server import BackgroundServer, ServeConfig, build_app, build_service, demo_stage, parse_adapters, run_server
-from knowlm.serve.service import ApiError, EngineGenerator, ServeLimits, Service
+from knowlm.serve.errors import ApiError
+from knowlm.serve.service import EngineGenerator, ServeLimits, Service
 
 
 def create_app(*args, **kwargs):

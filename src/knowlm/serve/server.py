@@ -36,9 +36,21 @@ class ServeConfig:
     num_threads: int | None = None  # hf: intra-op threads of the engine thread
     tensor_parallel_size: int = 1  # vllm only
     gpu_memory_utilization: float = 0.9  # vllm only
+    compile: bool = False  # hf only: static KV cache slots, CUDA-graph decode step on a GPU
+    cache_len: int | None = None  # hf with compile: tokens of context per slot
     graceful_timeout: float = 30.0
     limits: ServeLimits = field(default_factory=ServeLimits)
     log_level: str = "info"
+    cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call the API ("*": any)
+
+    def engine_options(self):
+        from knowlm.infer.backends import EngineOptions
+
+        return EngineOptions(
+            dtype=self.dtype, device=self.device, max_batch_size=self.max_batch_size, max_waiting=self.max_waiting,
+            num_threads=self.num_threads, tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
+            compile=self.compile, cache_len=self.cache_len,
+        )
 
 
 def parse_adapters(values: list[str] | None) -> dict[str, str]:
@@ -60,18 +72,7 @@ def parse_adapters(values: list[str] | None) -> dict[str, str]:
 def build_engine(config: ServeConfig):
     from knowlm.infer.backends import make_backend
 
-    if config.backend == "hf":
-        return make_backend(
-            "hf", config.model, config.adapters, dtype=config.dtype, device=config.device,
-            max_batch_size=config.max_batch_size, max_waiting=config.max_waiting, num_threads=config.num_threads,
-        )
-    if config.backend == "vllm":
-        return make_backend(
-            "vllm", config.model, config.adapters, dtype=config.dtype,
-            tensor_parallel_size=config.tensor_parallel_size, gpu_memory_utilization=config.gpu_memory_utilization,
-            max_batch_size=config.max_batch_size, max_waiting=config.max_waiting,
-        )
-    raise KnowlmError(f"unknown backend {config.backend!r}; choose hf or vllm")
+    return make_backend(config.backend, config.model, config.adapters, config.engine_options())
 
 
 def build_service(config: ServeConfig, engine=None) -> Service:
@@ -82,7 +83,7 @@ def build_service(config: ServeConfig, engine=None) -> Service:
 def build_app(config: ServeConfig, engine=None):
     from knowlm.serve.app import create_app
 
-    return create_app(build_service(config, engine), api_key=config.api_key, graceful_timeout=config.graceful_timeout)
+    return create_app(build_service(config, engine), api_key=config.api_key, graceful_timeout=config.graceful_timeout, cors_origins=config.cors_origins)
 
 
 def is_loopback(host: str) -> bool:

@@ -8,24 +8,17 @@ running backend (HF or vLLM), so the extraction layer runs unchanged on a live s
 
 from __future__ import annotations
 
+import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
 from knowlm.infer.backends import GenerationRequest, RequestHandle
 from knowlm.infer.generator import Generation, TemplatePrompts
-
-
-class ApiError(Exception):
-    """An error answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+from knowlm.serve.errors import ApiError
 
 
 @dataclass
@@ -47,6 +40,9 @@ class Target:
     ie_wording: str = "full"  # the IE prompt wording the model (or adapter) was tuned on
 
 
+SEED_STRIDE = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices over the 64-bit range
+
+
 class Service:
     def __init__(self, engine, targets: dict[str, Target], default: str, limits: ServeLimits | None = None):
         self.engine = engine
@@ -55,6 +51,7 @@ class Service:
         self.limits = limits or ServeLimits()
         self.started = False
         self.stopping = False
+        self._token_texts: dict[int, tuple[str, list[int]]] = {}
 
     @classmethod
     def from_engine(
@@ -100,6 +97,11 @@ class Service:
 
         return render(target.template, instruction, input, system, history)
 
+    def chat_prompt(self, target: Target, messages: Sequence[Any]) -> str:
+        """OpenAI chat messages -> the prompt in the target's template."""
+        system, history, question = chat_to_turns(messages)
+        return self.prompt(target, question, "", system, history)
+
     @staticmethod
     def template_stops(target: Target) -> list[str]:
         from knowlm.models.templates import get
@@ -107,51 +109,34 @@ class Service:
         return list(get(target.template).stop)
 
     # -- decoding parameters --------------------------------------------------------------
-    def params(
-        self,
-        *,
-        max_tokens: int | None,
-        default_max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        top_k: int | None = None,
-        num_beams: int | None = None,
-        repetition_penalty: float | None = None,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
-        do_sample: bool | None = None,
-        extra_stop: Sequence[str] = (),
-    ) -> DecodingParams:
-        """Request fields -> checked DecodingParams (limits and value errors become 400)."""
+    def params(self, fields: dict[str, Any], default_max_tokens: int | None = None, extra_stop: Sequence[str] = ()) -> DecodingParams:
+        """A request's decoding fields (``decoding_fields()`` of its schema) -> checked DecodingParams.
+
+        The one place request values meet the server's limits: ``max_tokens`` over the limit, too many
+        stop strings and invalid values are 400s; ``extra_stop`` (the template's turn markers) is added.
+        """
         from knowlm.serve.schemas import MAX_STOP, MAX_STOP_CHARS
 
+        fields = {k: v for k, v in fields.items() if v is not None}
+        max_tokens = fields.pop("max_tokens", None)
         if max_tokens is not None and max_tokens > self.limits.max_tokens:
             raise ApiError(400, f"max_tokens={max_tokens} exceeds this server's limit of {self.limits.max_tokens}")
+        stop = fields.pop("stop", None)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if len(stops) > MAX_STOP or any(len(s) > MAX_STOP_CHARS for s in stops):
             raise ApiError(400, f"stop: at most {MAX_STOP} strings of at most {MAX_STOP_CHARS} characters")
         stops = [s for s in stops if s]
         stops += [s for s in extra_stop if s not in stops]
-        if top_k is not None and top_k < 0:
-            top_k = 0
+        if fields.get("top_k", 0) < 0:
+            fields["top_k"] = 0
         limit = default_max_tokens or self.limits.default_max_tokens
         try:
-            return DecodingParams(max_new_tokens=min(limit, self.limits.max_tokens)).updated(
-                max_new_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                num_beams=num_beams,
-                repetition_penalty=repetition_penalty,
-                stop=stops,
-                seed=seed,
-                do_sample=do_sample,
-            )
+            return DecodingParams(max_new_tokens=min(limit, self.limits.max_tokens)).updated(max_new_tokens=max_tokens, stop=stops, **fields)
         except KnowlmError as exc:
             raise ApiError(400, str(exc)) from None
 
     # -- submitting -----------------------------------------------------------------------
-    def submit(self, target: Target, prompt: str, params: DecodingParams, loop=None, processors=None) -> RequestHandle:
+    def submit(self, target: Target, prompt: str, params: DecodingParams, loop=None, processors=None, logprobs: int | None = None) -> RequestHandle:
         if self.stopping:
             raise ApiError(503, "server is shutting down")
         limit = self.limits.max_prompt_tokens
@@ -159,8 +144,60 @@ class Service:
             count = self.engine.count_tokens(prompt)
             if count > limit:
                 raise ApiError(400, f"prompt has {count} tokens; this server accepts at most {limit}")
-        request = GenerationRequest(prompt=prompt, params=params, adapter=target.adapter, processors=processors)
+        request = GenerationRequest(prompt=prompt, params=params, adapter=target.adapter, processors=processors, logprobs=logprobs)
         return self.engine.submit(request, loop=loop)
+
+    def submit_choices(self, target: Target, prompts: Sequence[str], params: DecodingParams, n: int = 1, loop=None,
+                       processors: Callable[[], list] | None = None, logprobs: int | None = None) -> list[RequestHandle]:
+        """``n`` answers to each prompt (choice ``i * n + j``), all decoded in the shared batch.
+
+        Choice ``j`` of a seeded request uses its own seed derived from the request's (``j == 0``: the
+        seed itself), so choices differ yet the whole answer reproduces. ``processors`` builds fresh
+        logits processors per choice (grammar matchers are single-use). If one submission is refused,
+        the ones already queued are cancelled.
+        """
+        handles: list[RequestHandle] = []
+        try:
+            for prompt in prompts:
+                for j in range(n):
+                    choice = params if j == 0 or params.seed is None else replace(params, seed=(params.seed + j * SEED_STRIDE) % 2**64)
+                    handles.append(self.submit(target, prompt, choice, loop, processors() if processors else None, logprobs))
+        except BaseException:
+            for handle in handles:
+                handle.cancel()
+            raise
+        return handles
+
+    # -- tokens ---------------------------------------------------------------------------
+    def token_text(self, token_id: int) -> tuple[str, list[int]]:
+        """How one token reads on its own, and its UTF-8 bytes (logprobs): SentencePiece's word marker is a
+        space; a byte-fallback piece (``<0xE6>``) is its byte, which alone may be no character (U+FFFD)."""
+        known = self._token_texts.get(token_id)
+        if known is None:
+            piece = self.engine.tokenizer.convert_ids_to_tokens(token_id) or ""
+            if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+                raw = bytes([int(piece[3:5], 16)])
+                known = (raw.decode("utf-8", "replace"), list(raw))
+            else:
+                text = piece.replace("\u2581", " ")
+                known = (text, list(text.encode("utf-8")))
+            self._token_texts[token_id] = known
+        return known
+
+    def json_processors(self, schema: dict | None) -> Callable[[], list]:
+        """Fresh grammar processors forcing JSON that matches ``schema`` (None: any JSON object), built with
+        the same xgrammar machinery as ``knowlm extract --constrained``; a schema that cannot be compiled is a 400."""
+        from knowlm.ie.constrained import CACHE, make_processor
+
+        tokenizer, vocab = self.engine.tokenizer, self.engine.vocab_size
+        try:
+            grammar = CACHE.grammar(tokenizer, vocab, schema if schema is not None else {"type": "object"}, strict=schema is not None)
+        except KnowlmError as exc:
+            raise ApiError(400, str(exc)) from None
+        except Exception as exc:  # xgrammar's own error for a schema it cannot compile, minus its source location
+            reason = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", str(exc).splitlines()[0] if str(exc) else "")
+            raise ApiError(400, f"response_format: the JSON schema cannot be used: {reason[:200]}") from None
+        return lambda: [make_processor([grammar])]
 
     def generator(self, target: Target, cancel: threading.Event | None = None) -> "EngineGenerator":
         return EngineGenerator(self, target, cancel)
@@ -190,7 +227,7 @@ class EngineGenerator(TemplatePrompts):
         params: DecodingParams | None = None,
         batch_size: int = 16,
         logits_processor=None,
-        progress: bool = False,
+        progress=False,
     ) -> list[Generation]:
         params = (params or DecodingParams()).validate()
         window = max(1, batch_size)
@@ -208,6 +245,8 @@ class EngineGenerator(TemplatePrompts):
                     if self.cancel.is_set():
                         raise ApiError(499, "client closed the request")
                 results[index] = handle.result()
+                if callable(progress):  # the caller's count (extraction: texts); no bar of our own in a server
+                    progress([index], [results[index]])
         finally:
             for handle in handles:
                 if handle is not None and not handle.done.is_set():
@@ -225,11 +264,7 @@ def chat_to_turns(messages: Sequence[Any]) -> tuple[str | None, list[tuple[str, 
     system_parts: list[str] = []
     turns: list[list[str]] = []  # [role, text]
     for message in messages:
-        role, content = message.role, message.content
-        if isinstance(content, list):
-            text = "".join(part.text for part in content)
-        else:
-            text = content or ""
+        role, text = message.role, message.text()
         if role in ("system", "developer"):
             system_parts.append(text)
             continue

@@ -14,7 +14,8 @@ from typing import Iterator
 
 from knowlm.errors import KnowlmError
 from knowlm.decoding import DecodingParams
-from knowlm.serve.service import ApiError, Service
+from knowlm.serve.errors import ApiError
+from knowlm.serve.service import Service
 
 TABLE_HEADERS = ["kind", "type / relation", "text / head / trigger", "tail / arguments"]
 
@@ -133,7 +134,7 @@ def build_ui(service: Service):
             i_run.click(ui.instruct, [model, instruction, input_text, i_max, i_temp, i_top_p, i_top_k, i_rep], i_out)
         with gr.Tab("Extraction", elem_id="tab-extraction"):
             with gr.Row():
-                task = gr.Dropdown(["ner", "re", "ee"], value="ner", label="task", elem_id="extract-task")
+                task = gr.Dropdown(["ner", "re", "ee", "eet", "eea", "spo"], value="ner", label="task", elem_id="extract-task")
                 lang = gr.Dropdown(["auto", "zh", "en"], value="auto", label="language")
                 e_max = gr.Slider(8, 1024, value=256, step=8, label="max tokens", elem_id="extract-max")
                 constrained = gr.Checkbox(False, label="constrained JSON decoding")

@@ -18,6 +18,7 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.train.config import CONFIG_DIR
+from knowlm.train.loss import LossHead
 from knowlm.utils.net import free_port
 
 DEEPSPEED_PRESETS = {"zero2": "ds_zero2.json", "zero3": "ds_zero3.json", "zero3_offload": "ds_zero3_offload.json"}
@@ -63,6 +64,9 @@ def init_distributed(strategy: str) -> DistEnv:
     if strategy == "deepspeed":
         import deepspeed
 
+        from knowlm.utils.noise import announce_deepspeed_builds
+
+        announce_deepspeed_builds()  # a first-use op build takes minutes: say so instead of stalling silently
         deepspeed.init_distributed(dist_backend=backend)
     else:
         dist.init_process_group(backend=backend, device_id=env.device if cuda else None)
@@ -119,6 +123,7 @@ class Runtime:
         self.precision = precision
         self.max_grad_norm = max_grad_norm
         self.architectures = architectures
+        self.loss_head = LossHead(self.module)
         self.scaler = None
         if precision == "fp16" and strategy in ("single", "ddp"):
             self.scaler = torch.amp.GradScaler(env.device.type)
@@ -156,6 +161,7 @@ class Runtime:
 
     # ---- one step --------------------------------------------------------------------------
     def autocast(self):
+        # bf16-pure computes in the weights' own dtype; FSDP and DeepSpeed cast themselves
         if self.strategy in ("deepspeed", "fsdp") or self.precision not in ("bf16", "fp16"):
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -168,9 +174,16 @@ class Runtime:
         return contextlib.nullcontext()
 
     def forward(self, batch: dict):
-        kwargs = {k: v.to(self.env.device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+        """The model's output ``logits`` (per-label-token NLL while :meth:`token_nll` runs it)."""
+        kwargs = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()
+                  if k in ("input_ids", "attention_mask", "position_ids")}
         with self.autocast():
             return self.model(**kwargs).logits
+
+    def token_nll(self, batch: dict) -> torch.Tensor:
+        """fp32 next-token NLL of every label token of ``batch`` (row-major), chunked where the head allows."""
+        labels = batch["labels"].to(self.env.device)
+        return self.loss_head.nll(lambda: self.forward(batch), labels)
 
     def backward(self, loss, last: bool) -> None:
         if self.strategy == "fsdp":
@@ -288,26 +301,25 @@ class Runtime:
         return self.module.state_dict() if self.env.is_main else None
 
 
-def _decoder_layers(model) -> list:
-    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
-
-
 def wrap(strategy: str, env: DistEnv, model, cfg, precision: str, ds_config: dict | None) -> Runtime:
     """Wrap the model for the chosen engine and build its optimizer."""
-    architectures = getattr(model.config, "architectures", None) if hasattr(model, "config") else None
-    params_for = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
+    from knowlm.train.modeling import decoder_layers
+    from knowlm.train.optim import build_optimizer, param_groups
 
-    def adamw(params):
-        return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                 eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    architectures = getattr(model.config, "architectures", None) if hasattr(model, "config") else None
+    ratio = getattr(cfg, "loraplus_lr_ratio", 0.0)
+
+    def optimizer_for(module, fused: bool):
+        return build_optimizer(param_groups(module, ratio), cfg, env.device, fused)
 
     if strategy == "deepspeed":
         import deepspeed
 
-        optimizer = None if "optimizer" in ds_config else adamw(params_for(model))
+        optimizer = None if "optimizer" in ds_config else optimizer_for(model, fused=False)
         config = {k: v for k, v in ds_config.items() if not k.startswith("_")}
         engine, ds_optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                          model_parameters=params_for(model), config=config)
+                                                          model_parameters=[p for p in model.parameters() if p.requires_grad],
+                                                          config=config)
         return Runtime(strategy, env, engine, ds_optimizer, precision, cfg.max_grad_norm, engine, architectures)
 
     if precision == "fp16" and strategy == "fsdp":
@@ -315,18 +327,20 @@ def wrap(strategy: str, env: DistEnv, model, cfg, precision: str, ds_config: dic
     if strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
+        mixed = precision == "bf16"
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed else MixedPrecisionPolicy()
         model.to(env.device)
-        for layer in _decoder_layers(model):
+        for layer in decoder_layers(model):
             fully_shard(layer, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
-        return Runtime(strategy, env, model, adamw(params_for(model)), precision, cfg.max_grad_norm, None, architectures)
+        return Runtime(strategy, env, model, optimizer_for(model, fused=False), precision, cfg.max_grad_norm, None, architectures)
 
     if getattr(model, "hf_device_map", None) is None:  # a 4-bit model is already placed
         model.to(env.device)
+    optimizer = optimizer_for(model, fused=True)
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         wrapped = DistributedDataParallel(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
-        return Runtime(strategy, env, wrapped, adamw(params_for(model)), precision, cfg.max_grad_norm, None, architectures)
-    return Runtime(strategy, env, model, adamw(params_for(model)), precision, cfg.max_grad_norm, None, architectures)
+        return Runtime(strategy, env, wrapped, optimizer, precision, cfg.max_grad_norm, None, architectures)
+    return Runtime(strategy, env, model, optimizer, precision, cfg.max_grad_norm, None, architectures)

@@ -57,12 +57,12 @@ def flops_per_token(config, seq_len: int, trainable_fraction: float = 1.0) -> fl
 
 
 class MetricsLogger:
-    """Append one JSON object per logging step; only rank 0 writes."""
+    """Append one JSON object per logging step to ``metrics.jsonl``; only rank 0 writes (and reports)."""
 
-    def __init__(self, output: Path, enabled: bool, resume_step: int = 0, tensorboard: bool = False):
+    def __init__(self, output: Path, enabled: bool, resume_step: int = 0, cfg=None, kind: str = ""):
         self.path = Path(output) / "metrics.jsonl"
         self.enabled = enabled
-        self.writer = None
+        self.reporters: list = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,27 +70,22 @@ class MetricsLogger:
             kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+        if cfg is not None:
+            from knowlm.train.reporters import open_reporters
 
-                self.writer = SummaryWriter(str(Path(output) / "tensorboard"))
-            except ImportError:
-                self.writer = None
+            self.reporters = open_reporters(cfg, kind)
 
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, record["step"])
+        for reporter in self.reporters:
+            reporter.log(record)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for reporter in self.reporters:
+            reporter.close()
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -100,8 +95,19 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def running_mean(steps: list[int], losses: list[float], window: int) -> tuple[list[int], list[float]]:
+    """Trailing mean over the last ``window`` logged steps (fewer at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(losses):
+        total += value
+        if i >= window:
+            total -= losses[i - window]
+        out.append(total / min(i + 1, window))
+    return steps, out
+
+
 def plot_loss(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Path:
-    """Draw training (and evaluation) loss against step."""
+    """Training loss (every logged step, and its running mean), eval loss and IE F1 against step."""
     from knowlm.utils.atomic import atomic_write
     from knowlm.utils.plotting import pyplot
 
@@ -109,16 +115,34 @@ def plot_loss(metrics_path: str | Path, png_path: str | Path, title: str = "") -
     records = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    f1_keys = sorted({k for r in records for k in r if k.startswith("ie_") and k.endswith("_f1")})
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        steps, losses = zip(*train)
+        ax.plot(steps, losses, color="#88aacc", linewidth=0.8, label="train loss (logged steps)")
+        window = max(1, len(losses) // 20)
+        if window > 1:
+            ax.plot(*running_mean(list(steps), list(losses), window), color="#1f4e8c", linewidth=1.8,
+                    label=f"train loss, running mean of {window}")
     if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss")
+        ax.plot(*zip(*evals), "o-", color="#d1495b", label="eval loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title or "loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if f1_keys:
+        ax2 = ax.twinx()
+        colors = ("#2e933c", "#edae49", "#7b2cbf", "#00798c")
+        for key, color in zip(f1_keys, colors):
+            points = [(r["step"], 100 * r[key]) for r in records if key in r]
+            ax2.plot(*zip(*points), "s--", color=color, label=key.replace("ie_", "IE ").replace("_f1", " F1 (%)"))
+        ax2.set_ylabel("IE F1 (%)")
+        ax2.set_ylim(0, 100)
+        more_h, more_l = ax2.get_legend_handles_labels()
+        handles, labels = handles + more_h, labels + more_l
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper right")
     fig.tight_layout()
     png_path = Path(png_path)
     with atomic_write(png_path, "wb") as handle:

@@ -1,24 +1,30 @@
 """Deterministic, resumable data order shared by pretraining and SFT.
 
-Everything is a pure function of a global example counter ``g`` and the seed, so the data
-position is one integer in the checkpoint and a resumed run sees exactly the batches an
-uninterrupted one would have seen, for any number of processes.
+Everything is a pure function of global counters and the seed, so the data position is a few
+integers in the checkpoint and a resumed run sees exactly the batches an uninterrupted one
+would have seen, for any number of processes.
 
-- :class:`BlendedIndex` interleaves several datasets so that every prefix of the stream
-  keeps the requested proportions (KnowLM sampled per source; Megatron blends the same way);
-  each dataset is reshuffled every time it is exhausted.
-- :class:`ExampleStream` turns examples into rows (one example per row, or several packed
-  into one row), hands each process its share of each global micro-batch, and pads.
+- :class:`BlendedIndex` interleaves several datasets so that every prefix of the stream keeps
+  the requested proportions within one unit (Megatron blends the same way); each dataset is
+  reshuffled every time it is exhausted.
+- :class:`BlendedExamples` says what the weights mean (``blend_by``): a share of *sequences*
+  (examples) or of *tokens* (Megatron's convention: its samples are all ``seq_len`` tokens).
+  Token weights are turned into example weights through each source's mean example length.
+  With packing the blended unit is the packed row (each row is filled from one source), so the
+  rows of every batch keep the proportions; see :meth:`BlendedExamples.row_index`.
+- :class:`ConcatExamples` walks several sets once, in order: evaluation sees every example once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-CHUNK = 1 << 16  # blend order is computed this many examples at a time
+CHUNK = 1 << 16  # blend order is computed this many units at a time
+BLEND_BY = ("tokens", "sequences")
+PACKING_SAMPLE = 20_000  # examples per source simulated to learn how rows fill
 
 
 class ExampleSet(Protocol):
@@ -28,7 +34,7 @@ class ExampleSet(Protocol):
 
     def length(self, i: int) -> int: ...
 
-    def example(self, i: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def example(self, i: int): ...
 
 
 class BlendedIndex:
@@ -60,7 +66,7 @@ class BlendedIndex:
 
     def _compute(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         # Dataset d's k-th draw is due at time (k + 0.5) / w_d; merging all due times gives a stream
-        # whose every prefix is within one example of the exact proportions.
+        # whose every prefix is within one unit of the exact proportions.
         start = self._starts[c]
         times, owners, draws = [], [], []
         for d, w in enumerate(self.weights):
@@ -90,11 +96,38 @@ class BlendedIndex:
             self._perms[key] = rng.permutation(self.sizes[d]).astype(dtype)
         return self._perms[key]
 
-    def locate(self, g: int) -> tuple[int, int]:
+    def owner(self, g: int) -> tuple[int, int]:
+        """(dataset, how many earlier positions that dataset owns) of position ``g``."""
         owner, draw = self._chunk(g // CHUNK)
-        d, k = int(owner[g % CHUNK]), int(draw[g % CHUNK])
+        return int(owner[g % CHUNK]), int(draw[g % CHUNK])
+
+    def item(self, d: int, k: int) -> int:
+        """The ``k``-th example drawn from dataset ``d`` (a new permutation every pass)."""
         epoch, pos = divmod(k, self.sizes[d])
-        return d, int(self._perm(d, epoch)[pos]) if self.shuffle else pos
+        return int(self._perm(d, epoch)[pos]) if self.shuffle else pos
+
+    def locate(self, g: int) -> tuple[int, int]:
+        d, k = self.owner(g)
+        return d, self.item(d, k)
+
+
+def _mean_length(examples: ExampleSet, limit: int = PACKING_SAMPLE) -> float:
+    n = len(examples)
+    picks = range(n) if n <= limit else np.linspace(0, n - 1, limit).astype(np.int64)
+    return float(np.mean([examples.length(int(i)) for i in picks]))
+
+
+def packed_fill(examples: ExampleSet, order: Callable[[int], int], max_len: int, limit: int = PACKING_SAMPLE) -> tuple[float, float]:
+    """(examples per row, tokens per row) when ``examples`` (in ``order``) are packed greedily into rows."""
+    n = min(len(examples), limit)
+    rows = used = tokens = 0
+    for k in range(n):
+        size = min(examples.length(order(k)), max_len)
+        if rows == 0 or used + size > max_len:
+            rows, used = rows + 1, 0
+        used += size
+        tokens += size
+    return n / max(rows, 1), tokens / max(rows, 1)
 
 
 class BlendedExamples:
@@ -106,15 +139,41 @@ class BlendedExamples:
     """
 
     def __init__(self, sets: Sequence[ExampleSet], weights: Sequence[float] | None, seed: int,
-                 shuffle: bool = True, group_size: int = 0):
+                 shuffle: bool = True, group_size: int = 0, blend_by: str = "sequences"):
+        if blend_by not in BLEND_BY:
+            raise ValueError(f"blend_by must be one of {BLEND_BY}")
         self.sets = list(sets)
-        self.index = BlendedIndex([len(s) for s in self.sets], weights, seed, shuffle)
+        self.given_weights = list(weights) if weights is not None else None
+        self.blend_by = blend_by
+        self.seed = seed
+        self._lengths = [_mean_length(s) for s in self.sets] if weights is not None and blend_by == "tokens" else None
+        example_weights = self.given_weights
+        if self._lengths is not None:  # a token share w_d needs w_d / mean_length_d of the examples
+            example_weights = [w / max(m, 1e-9) for w, m in zip(self.given_weights, self._lengths)]
+        self.index = BlendedIndex([len(s) for s in self.sets], example_weights, seed, shuffle)
         self.group_size = group_size
         self._group: tuple[int, np.ndarray] | None = None
 
     @property
     def epoch_size(self) -> int:
         return self.index.epoch_size
+
+    def row_index(self, max_len: int) -> tuple[BlendedIndex, list[tuple[float, float]]]:
+        """The blend of packed rows (each filled from one source) and each source's (examples, tokens) per row.
+
+        Row weights make the requested share hold per batch of rows: ``w_d / tokens_per_row_d``
+        for token weights, ``w_d / examples_per_row_d`` for sequence weights; without weights each
+        source gets rows in proportion to the rows its examples fill, so an epoch stays an epoch.
+        """
+        fills = [packed_fill(s, lambda k, d=d: self.index.item(d, k), max_len) for d, s in enumerate(self.sets)]
+        if self.given_weights is None:
+            weights = [len(s) / per_row for s, (per_row, _) in zip(self.sets, fills)]
+        elif self.blend_by == "tokens":
+            weights = [w / tokens for w, (_, tokens) in zip(self.given_weights, fills)]
+        else:
+            weights = [w / per_row for w, (per_row, _) in zip(self.given_weights, fills)]
+        rows = BlendedIndex([len(s) for s in self.sets], weights, self.seed, self.index.shuffle)
+        return rows, fills
 
     def _where(self, g: int) -> tuple[int, int]:
         if self.group_size > 1:
@@ -130,127 +189,41 @@ class BlendedExamples:
         d, i = self._where(g)
         return self.sets[d].length(i)
 
-    def example(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+    def example(self, g: int):
         d, i = self._where(g)
         return self.sets[d].example(i)
 
 
+class ConcatExamples:
+    """Several example sets one after another: evaluation reads each example exactly once."""
+
+    def __init__(self, sets: Sequence[ExampleSet]):
+        self.sets = [s for s in sets if len(s)]
+        self._ends = np.cumsum([len(s) for s in self.sets]) if self.sets else np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def _where(self, i: int) -> tuple[int, int]:
+        d = int(np.searchsorted(self._ends, i, side="right"))
+        return d, i - (int(self._ends[d - 1]) if d else 0)
+
+    def length(self, i: int) -> int:
+        d, j = self._where(i)
+        return self.sets[d].length(j)
+
+    def example(self, i: int):
+        d, j = self._where(i)
+        return self.sets[d].example(j)
+
+
 @dataclass
-class Row:
-    """One training sequence: the examples (global positions) it holds."""
+class TrainData:
+    """What a recipe's data setup hands to the shared loop."""
 
-    members: list[int]
-
-
-class ExampleStream:
-    """Rows and micro-batches from a :class:`BlendedExamples`, resumable from ``position``.
-
-    Every process walks the same global sequence of rows and keeps its own slice of each global
-    micro-batch (``world * micro_batch_size`` rows), so ranks never overlap and the order does
-    not depend on how the work is split.
-    """
-
-    def __init__(self, examples: BlendedExamples, max_len: int, micro_batch_size: int, world: int = 1,
-                 rank: int = 0, packing: bool = False, pad_id: int = 0):
-        self.examples = examples
-        self.max_len = max_len
-        self.micro_batch_size = micro_batch_size
-        self.world = world
-        self.rank = rank
-        self.packing = packing
-        self.pad_id = pad_id
-        self.position = 0  # next global example position
-
-    def state_dict(self) -> dict:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.position = int(state["position"])
-
-    @property
-    def epoch(self) -> float:
-        return self.position / self.examples.epoch_size
-
-    def _next_row(self) -> Row:
-        members = [self.position]
-        used = min(self.examples.length(self.position), self.max_len)
-        self.position += 1
-        if self.packing:
-            while True:
-                size = min(self.examples.length(self.position), self.max_len)
-                if used + size > self.max_len:
-                    break
-                members.append(self.position)
-                used += size
-                self.position += 1
-        return Row(members)
-
-    def next_batch(self) -> dict:
-        """This process's share of the next global micro-batch, collated to tensors."""
-        rows = [self._next_row() for _ in range(self.world * self.micro_batch_size)]
-        mine = rows[self.rank * self.micro_batch_size:(self.rank + 1) * self.micro_batch_size]
-        return collate([[self.examples.example(g) for g in row.members] for row in mine],
-                       self.max_len, self.pad_id, self.packing)
-
-    def rows_per_epoch(self, limit: int = 5_000_000) -> int:
-        """How many rows one epoch makes (packing simulated on lengths; estimated for huge sets)."""
-        size = self.examples.epoch_size
-        if not self.packing:
-            return size
-        saved = self.position
-        self.position = 0
-        try:
-            if size > limit:
-                sample = [min(self.examples.length(g), self.max_len) for g in range(0, size, max(1, size // limit))]
-                return max(1, int(np.ceil(size * float(np.mean(sample)) / self.max_len)))
-            rows = 0
-            while self.position < size:
-                self._next_row()
-                rows += 1
-            return rows
-        finally:
-            self.position = saved
-
-
-def collate(rows: list[list[tuple[np.ndarray, np.ndarray]]], max_len: int, pad_id: int, packing: bool) -> dict:
-    """Right-pad rows into a batch.
-
-    Padded positions get ``attention_mask`` 0 and label -100. A packed row also gets
-    ``position_ids`` restarting at 0 for each example and a block-diagonal causal 4-D mask,
-    so packed examples never attend to each other.
-    """
-    import torch
-
-    lengths = [sum(min(len(ids), max_len) for ids, _ in row) for row in rows]
-    width = max(lengths)
-    batch = len(rows)
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    labels = torch.full((batch, width), -100, dtype=torch.long)
-    attention = torch.zeros((batch, width), dtype=torch.long)
-    positions = torch.zeros((batch, width), dtype=torch.long)
-    segments = torch.full((batch, width), -1, dtype=torch.long)
-    for b, row in enumerate(rows):
-        at = 0
-        for s, (ids, labs) in enumerate(row):
-            n = min(len(ids), max_len - at)
-            if n <= 0:
-                break
-            input_ids[b, at:at + n] = torch.from_numpy(np.asarray(ids[:n], dtype=np.int64))
-            labels[b, at:at + n] = torch.from_numpy(np.asarray(labs[:n], dtype=np.int64))
-            attention[b, at:at + n] = 1
-            positions[b, at:at + n] = torch.arange(n)
-            segments[b, at:at + n] = s
-            if s > 0:  # never predict an example's first token from the previous example
-                labels[b, at] = -100
-            at += n
-    out = {"input_ids": input_ids, "labels": labels, "num_tokens": int(attention.sum())}
-    if packing:
-        causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
-        same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, :, None] >= 0)
-        # padded query rows attend to themselves only, so softmax never sees an empty row
-        mask = (same & causal) | torch.eye(width, dtype=torch.bool)
-        out["attention_mask"] = mask[:, None]
-        out["position_ids"] = positions
-    else:
-        out["attention_mask"] = attention
-    return out
+    train: BlendedExamples
+    evals: ConcatExamples | None
+    max_len: int
+    info: dict  # reported in the summary (counts, truncation)
+    collate: Callable | None = None  # rows -> tensors; None: the language-model collate
+    padding_example: object = None  # what a process with no eval rows left feeds (None: one pad token)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,14 +27,79 @@ class JsonlStats:
             self.first_bad_lines.append(lineno)
 
 
-def open_text(path: str | os.PathLike) -> io.TextIOBase:
-    """Open a text file, transparently gunzipping ``.gz``; undecodable bytes are replaced, not fatal."""
+def not_utf8(path: str | os.PathLike, lineno: int, line: bytes, exc: UnicodeDecodeError) -> KnowlmError:
+    """The one message for a file that is not UTF-8 text: where, which byte, and what to do."""
+    return KnowlmError(
+        f"{path}:{lineno}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+        f"convert the file to UTF-8 first, e.g. iconv -f GBK -t UTF-8 IN > OUT"
+    )
+
+
+def _decode(path, lineno: int, line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, lineno, line, exc) from None
+
+
+class StrictText:
+    """A UTF-8 text file read line by line (``.gz`` gunzipped); bytes that are not UTF-8 are a
+    KnowlmError naming ``file:line``, never silently replaced. A leading BOM is dropped."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        self._lineno = 0
+
+    def __enter__(self) -> "StrictText":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def _next_line(self, raw: bytes) -> str:
+        self._lineno += 1
+        if self._lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if raw.endswith(b"\r\n"):  # as text mode reads Windows line ends
+            raw = raw[:-2] + b"\n"
+        return _decode(self.path, self._lineno, raw)
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self._raw:
+            yield self._next_line(raw)
+
+    def readline(self) -> str:
+        raw = self._raw.readline()
+        return self._next_line(raw) if raw else ""
+
+    def read(self, size: int = -1) -> str:
+        """The rest of the file (or about ``size`` bytes of it, whole lines)."""
+        parts: list[str] = []
+        total = 0
+        for line in self:
+            parts.append(line)
+            total += len(line)
+            if 0 <= size <= total:
+                break
+        return "".join(parts)
+
+
+def open_text(path: str | os.PathLike) -> StrictText:
+    """Open a UTF-8 text file for reading, transparently gunzipping ``.gz`` (see :class:`StrictText`)."""
     path = Path(path)
     if not path.is_file():
         raise KnowlmError(f"input file not found: {path}")
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+    return StrictText(path)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole of a UTF-8 text file; a missing or non-UTF-8 file is a KnowlmError naming ``file:line``."""
+    with open_text(path) as handle:
+        return handle.read()
 
 
 def iter_jsonl(path: str | os.PathLike, stats: JsonlStats | None = None, strict: bool = False) -> Iterator[dict]:

@@ -32,7 +32,7 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.models.manifest import read_manifest, write_manifest
-from knowlm.utils.atomic import atomic_dir
+from knowlm.utils.outputs import save_model_dir
 from knowlm.weights.tensor_io import (
     DEFAULT_CHUNK_BYTES,
     Checkpoint,
@@ -110,7 +110,7 @@ def make_diff(
     summary.ignored_base_tensors = [n for n in base_ckpt.names() if n not in target_ckpt]
     records: dict[str, dict] = {}
     bar = progress_bar(target_ckpt.total_bytes, "diff", progress)
-    with atomic_dir(output) as tmp:
+    with save_model_dir(output) as tmp:
         writer = ShardedWriter(tmp, max_shard_size)
         try:
             for name in names:
@@ -279,7 +279,7 @@ def recover(
     bar = progress_bar(total, "recover", progress)
     want_sums = manifest is None or expected_sum is not None
     sums: dict[str, float] = {}
-    with atomic_dir(output) as tmp:
+    with save_model_dir(output) as tmp:
         writer = ShardedWriter(tmp, max_shard_size)
         try:
             for name in names:

@@ -19,6 +19,7 @@ from pathlib import Path
 from knowlm.errors import KnowlmError
 from knowlm.models.manifest import write_manifest
 from knowlm.utils.hashing import sha256_file
+from knowlm.utils.jsonl import read_text
 
 _LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{32}|[0-9a-fA-F]{64})\s+\*?(?P<name>.+?)\s*$")
 _REVERSED = re.compile(r"^(?P<name>\S.*?)\s+(?P<hex>[0-9a-fA-F]{32}|[0-9a-fA-F]{64})\s*$")  # "file  HEX" variants
@@ -30,7 +31,7 @@ def parse_checksum_file(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     if not path.is_file():
         raise KnowlmError(f"checksum file not found: {path}")
     entries: dict[str, tuple[str, str]] = {}
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for lineno, raw in enumerate(read_text(path).splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith(("#", "```", "~~~")):
             continue

@@ -34,7 +34,7 @@ import torch
 from knowlm.errors import KnowlmError
 from knowlm.models.manifest import write_manifest
 from knowlm.models.templates import manifest_template
-from knowlm.utils.atomic import atomic_dir
+from knowlm.utils.outputs import save_model_dir
 from knowlm.weights.tensor_io import (
     DEFAULT_CHUNK_BYTES,
     Checkpoint,
@@ -216,7 +216,7 @@ def merge_lora(
     summary = MergeSummary(output=str(output))
     unchanged: list[str] = []
     bar = progress_bar(base_ckpt.total_bytes, "merge", progress)
-    with atomic_dir(output) as tmp:
+    with save_model_dir(output) as tmp:
         writer = ShardedWriter(tmp, max_shard_size)
         try:
             for name in base_ckpt.names():

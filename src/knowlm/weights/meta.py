@@ -20,7 +20,7 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.models.manifest import write_manifest
-from knowlm.utils.atomic import atomic_dir
+from knowlm.utils.outputs import save_model_dir
 from knowlm.weights.tensor_io import Checkpoint, ShardedWriter, dtype_from_name, dtype_name, progress_bar
 
 # Meta name -> (HF name, concat dim across model-parallel shards or None if replicated)
@@ -133,7 +133,7 @@ def convert_meta(
         raise KnowlmError(f"tokenizer file not found: {tokenizer}")
 
     bar = progress_bar(sum(s.total_bytes for s in shards), "convert", progress)
-    with atomic_dir(output) as tmp:
+    with save_model_dir(output) as tmp:
         writer = ShardedWriter(tmp, max_shard_size)
         try:
             for hf_name, make in plan:

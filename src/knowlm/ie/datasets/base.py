@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from knowlm.errors import KnowlmError
 from knowlm.ie.records import is_na
-from knowlm.utils.jsonl import JsonlStats, iter_jsonl_numbered, open_text
+from knowlm.utils.jsonl import JsonlStats, iter_jsonl_numbered, open_text, read_text
 
 _SHOW = 3  # locations kept per reason
 
@@ -85,7 +85,7 @@ def json_units(path: Path, report: ConvertReport) -> Iterator[tuple[str, dict]]:
         head = handle.read(1 << 16).lstrip()
     if head.startswith("["):
         try:
-            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as exc:
             raise KnowlmError(f"{path}: invalid JSON array ({exc.msg} at line {exc.lineno})") from None
         for i, item in enumerate(data, 1):
@@ -152,7 +152,7 @@ def load_relation_map(path: str | Path) -> ConvertOptions:
     if not path.is_file():
         raise KnowlmError(f"relation map not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise KnowlmError(f"{path}: invalid JSON ({exc.msg})") from None
     if not isinstance(data, dict) or not data:

@@ -29,6 +29,8 @@ from knowlm.utils.jsonl import JsonlStats, iter_jsonl, open_text, write_jsonl
 SPLITS = ("train", "dev", "test")
 RECORD_UNITS = ("unit", "document")
 TASKS = ("re", "ner")
+# What a run writes into its output directory (replaced by a run with --overwrite; other files stay).
+OUTPUT_FILES = ("records.jsonl", *(f"{name}.jsonl" for name in SPLITS), "texts.jsonl", "schema.json", "stats.json", "report.md", "stats.png")
 
 
 @dataclass
@@ -298,13 +300,15 @@ def kg2instruct(
     progress: bool = False,
     holdout_path: str | Path | None = None,
     templates_path: str | Path | None = None,
+    allow_empty: bool = False,
 ) -> dict:
     """Run the whole pipeline into ``output`` (atomically) and return the statistics.
 
     ``holdout_path``: IE records (e.g. a hand-annotated test set) whose documents appear in no
     output and whose triples are never used for augmentation. ``output/texts.jsonl`` holds the
-    documents (and passages) that training may read, e.g. for continued pretraining.
-    """
+    documents (and passages) that training may read, e.g. for continued pretraining. A graph
+    without relations, or a corpus in which no triple is found, is a KnowlmError unless
+    ``allow_empty`` (then the empty files are written)."""
     config = config or KG2InstructConfig()
     corpus, kg = [Path(p) for p in corpus], [Path(p) for p in kg]
     for path in [*corpus, *kg]:
@@ -314,13 +318,15 @@ def kg2instruct(
     held_ids = {str(r["id"]) for r in holdout}
     schema = RelationSchema.load(schema_path) if schema_path else None
     graph = KnowledgeGraph.load(kg, load_relation_map(relation_map_path))
+    if not graph.relation_counts and not allow_empty:
+        raise KnowlmError(f"{', '.join(map(str, kg))}: the knowledge graph holds no triples {{head, relation, tail}}")
     labeller = DistantLabeller(graph, config, schema)
     read_counts: Counter = Counter()
     documents = read_corpus(corpus, read_counts)
     if progress:
         from tqdm import tqdm
 
-        documents = tqdm(documents, desc="labelling", unit="doc")
+        documents = tqdm(documents, desc="labelling", unit="doc", disable=None)  # off when stderr is not a terminal
     labelled = [labeller.label(doc) for doc in documents]
     if not labelled:
         raise KnowlmError("the corpus holds no documents with text")
@@ -371,10 +377,14 @@ def kg2instruct(
         "graph": {"entities": len(graph.entities), "relations": len(graph.relation_counts), "aliases": labeller.finder.size},
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
     }
+    if not all_records and not allow_empty:
+        raise KnowlmError(f"no triple of the graph was found in the corpus ({stats['documents']} documents, "
+                          f"{stats['mentions']} mentions, {stats['candidate_triples']} candidate triples); "
+                          f"nothing to write (--allow-empty writes the empty files)")
     if gold_path:
         stats["quality"] = quality_check(labelled, gold_path)
 
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, owned=OUTPUT_FILES) as tmp:
         write_jsonl(tmp / "records.jsonl", all_records)
         for name in SPLITS:
             write_jsonl(tmp / f"{name}.jsonl", instructions[name])

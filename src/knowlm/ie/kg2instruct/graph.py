@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from knowlm.errors import KnowlmError
-from knowlm.utils.jsonl import open_text
+from knowlm.utils.jsonl import open_text, read_text
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class RelationSchema:
     @classmethod
     def load(cls, path: str | Path) -> "RelationSchema":
         try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            raw = json.loads(read_text(path))
         except (OSError, json.JSONDecodeError) as exc:
             raise KnowlmError(f"cannot read relation schema {path}: {exc}") from None
         relations = raw.get("relations", raw) if isinstance(raw, dict) else None
@@ -123,7 +123,7 @@ def load_relation_map(path: str | Path | None) -> dict[str, str | None] | None:
     if path is None:
         return None
     try:
-        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+        mapping = json.loads(read_text(path))
     except (OSError, json.JSONDecodeError) as exc:
         raise KnowlmError(f"cannot read relation map {path}: {exc}") from None
     if not isinstance(mapping, dict):

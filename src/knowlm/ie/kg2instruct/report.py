@@ -6,20 +6,27 @@ from pathlib import Path
 
 
 def write_report(directory: Path, stats: dict) -> None:
-    from knowlm.utils.plotting import pyplot
+    from knowlm.utils.atomic import atomic_write
+    from knowlm.utils.plotting import labelled_bars, pyplot
 
     plt = pyplot()
 
     per_relation = stats["triples_per_relation"]
     drops = stats["dropped_by_rule"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, max(3, 0.28 * len(per_relation) + 1)))
-    names = list(per_relation)[::-1]
-    axes[0].barh(names, [per_relation[n] for n in names], color="#4C72B0")
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(3, 0.28 * max(len(per_relation), len(drops)) + 1.2)))
+    names = list(per_relation)[::-1] or ["(none)"]
+    labelled_bars(axes[0], names, [per_relation.get(n, 0) for n in names], horizontal=True, fmt="{:.0f}", color="#4C72B0")
     axes[0].set_title("triples per relation")
-    axes[1].barh(list(drops) or ["(none)"], list(drops.values()) or [0], color="#C44E52")
+    axes[0].set_xlabel("triples kept")
+    axes[0].set_ylabel("relation")
+    rules = list(drops)[::-1] or ["(none)"]
+    labelled_bars(axes[1], rules, [drops.get(n, 0) for n in rules], horizontal=True, fmt="{:.0f}", color="#C44E52")
     axes[1].set_title("dropped candidates per rule")
+    axes[1].set_xlabel("candidate triples dropped")
+    axes[1].set_ylabel("rule")
     fig.tight_layout()
-    fig.savefig(directory / "stats.png", dpi=100)
+    with atomic_write(directory / "stats.png", "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
 
     link = stats["linking"]

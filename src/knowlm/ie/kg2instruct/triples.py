@@ -92,14 +92,13 @@ def candidate_triples(graph: KnowledgeGraph, linked: list[Linked]) -> list[Tripl
 
 def load_rules(path) -> dict[str, RelationRule]:
     """Rules from YAML/JSON ``{relation: {drop, max_char_distance, min_confidence, keywords}}``."""
-    from pathlib import Path
-
     import yaml
 
     from knowlm.errors import KnowlmError
+    from knowlm.utils.jsonl import read_text
 
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
         return {name: RelationRule(**(spec or {})) for name, spec in raw.items()}
     except (OSError, yaml.YAMLError, TypeError, AttributeError) as exc:
         raise KnowlmError(f"cannot read rules {path}: {exc}") from None

@@ -22,7 +22,7 @@ def _progress(items, enabled: bool, desc: str):
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="item", leave=False)
+    return tqdm(items, desc=desc, unit="item", leave=False, disable=None)
 
 
 @dataclass

@@ -43,7 +43,7 @@ def answer_nll(model, tokenizer, template: str, records: list[dict], batch_size:
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc="perplexity", unit="batch", leave=False)
+        batches = tqdm(batches, desc="perplexity", unit="batch", leave=False, disable=None)
     for batch in batches:
         width = len(encoded[batch[0]][0])
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
