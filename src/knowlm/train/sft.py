@@ -42,7 +42,7 @@ def sft(cfg: SFTConfig, quiet: bool = False) -> dict:
     """Train and return the run summary (also written to ``OUTPUT/train_summary.json``)."""
     from knowlm.train.recipe import run
 
-    summary = run(cfg, "sft", build_data, produced_by="knowlm train sft", template=cfg.template, quiet=quiet)
+    summary = run(cfg, "sft", build_data, produced_by="knowlm train sft", quiet=quiet)
     record_ie_wording(cfg, summary)
     return summary
 
