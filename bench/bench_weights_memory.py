@@ -63,7 +63,7 @@ def generate(work: Path, layers: int) -> dict:
     from safetensors.torch import save_file
 
     from knowlm.weights import make_diff
-    from knowlm.weights.tensor_io import ShardedWriter
+    from knowlm.weights.checkpoint_writer import ShardedWriter
 
     base, target = work / "base", work / "target"
     base.mkdir(), target.mkdir()

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from knowlm.ie import score
-from knowlm.ie.iepile import eval_func_scores, score_results
+from knowlm.ie.iepile import score_results
+from knowlm.ie.iepile_scorer import eval_func_scores
 
 from . import iepile_reference as ref
 

@@ -129,6 +129,29 @@ def test_mixed_adapters_share_one_batch_and_answer_as_alone(adapter_engine):
     assert ("", "chat", "ie") in {adapters for adapters, _ in passes}  # base, chat and ie rows in one forward pass
 
 
+def test_adapter_forward_uses_the_models_cache_keyword(adapter_engine):
+    """A PEFT wrapper hides the base model's ``forward`` signature: the engine still passes the KV cache
+    under the keyword the transformers model takes (``cache`` on current transformers), not the
+    deprecated ``past_key_values`` (a FutureWarning on every forward pass)."""
+    import inspect
+    import warnings
+
+    import torch
+    from transformers import DynamicCache
+
+    from knowlm.infer.kv_cache import cache_kwarg
+
+    model = adapter_engine.model
+    base = model.get_base_model()
+    want = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+    assert cache_kwarg(model) == want == cache_kwarg(base)
+    ids = torch.tensor([[1, 5, 9]])
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("error", FutureWarning)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **{cache_kwarg(model): DynamicCache()})
+    assert out.logits.shape[:2] == (1, 3)
+
+
 def test_a_failing_row_ends_only_its_request(tiny_model, serve_engine):
     """Bad numerics in one request and a logits processor that raises in another end those two
     requests (client-safe messages, no internals); the other rows of the batch finish as if alone."""

@@ -7,7 +7,8 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.utils import atomic_dir
-from knowlm.weights.tensor_io import Checkpoint, ShardedWriter, copy_side_files
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.checkpoint_writer import ShardedWriter, copy_side_files
 from tests.weights.weights_helpers import state_of
 
 

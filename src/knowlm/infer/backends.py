@@ -13,6 +13,8 @@ import asyncio
 import itertools
 import queue
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator, Protocol
 
@@ -180,6 +182,43 @@ class Backend(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
     def stats(self) -> dict: ...
+
+
+class TokenizerAccess:
+    """``encode``/``decode``/``count_tokens`` of a backend: a fast tokenizer must not be used from two
+    threads at once, so every call takes ``self._tok_lock`` (a ``threading.Lock`` the backend creates)."""
+
+    tokenizer: Any
+    _tok_lock: threading.Lock
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        with self._tok_lock:
+            return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        with self._tok_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class TokenRate:
+    """Tokens generated per second over the last ``window_s`` seconds (``/metrics``, ``stats()``)."""
+
+    def __init__(self, window_s: float = 10.0):
+        self.window_s = window_s
+        self._recent: deque[tuple[float, int]] = deque()
+
+    def add(self, tokens: int) -> None:
+        now = time.monotonic()
+        self._recent.append((now, tokens))
+        while self._recent and now - self._recent[0][0] > self.window_s:
+            self._recent.popleft()
+
+    def per_second(self) -> float:
+        now = time.monotonic()
+        return sum(n for t, n in list(self._recent) if now - t <= self.window_s) / self.window_s
 
 
 @dataclass

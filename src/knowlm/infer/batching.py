@@ -20,6 +20,10 @@ decoding it alone. Rows for different LoRA adapters and the base model share a b
 (:class:`~knowlm.infer.adapters.AdapterRouter`). One row's failure (bad numerics, a logits
 processor raising) ends that request only. Beam search runs beside the batch on its own threads
 (:mod:`knowlm.infer.solo`).
+
+The module stays whole (over 400 lines) on purpose: the batch state (rows, KV cache, logits) belongs
+to the engine thread, and admission, the step and finishing read and write it together; the parts
+that stand alone already live beside it (sampling, KV caches, detokenizing, beam search, adapters).
 """
 
 from __future__ import annotations
@@ -35,7 +39,17 @@ from functools import partial
 
 from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
-from knowlm.infer.backends import BackendError, EngineStoppedError, Event, GenerationRequest, PromptTooLongError, QueueFullError, RequestHandle
+from knowlm.infer.backends import (
+    BackendError,
+    EngineStoppedError,
+    Event,
+    GenerationRequest,
+    PromptTooLongError,
+    QueueFullError,
+    RequestHandle,
+    TokenizerAccess,
+    TokenRate,
+)
 from knowlm.infer.detokenize import IncrementalText, byte_token_ids
 from knowlm.infer.engine import check_token_ids, cut_at_stop, eos_token_ids, streamable_prefix
 from knowlm.infer.kv_cache import DynamicBatch, cache_kwarg
@@ -87,7 +101,7 @@ class _Row:
     text: IncrementalText | None = None  # the answer's text so far
 
 
-class BatchingEngine:
+class BatchingEngine(TokenizerAccess):
     """Serve many concurrent generation requests from one in-memory HF model."""
 
     def __init__(self, model, tokenizer, config: EngineConfig | None = None, adapter_paths: dict[str, str] | None = None):
@@ -136,7 +150,7 @@ class BatchingEngine:
         self.cancelled_requests = 0
         self.failed_requests = 0
         self.batch_log: deque[tuple[tuple, int]] = deque(maxlen=4096)  # (adapters in the pass, rows) of recent decode passes
-        self._recent: deque[tuple[float, int]] = deque()
+        self.rate = TokenRate()
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -184,17 +198,6 @@ class BatchingEngine:
     def busy(self) -> bool:
         return bool(self._waiting or self._rows or self._solo.busy())
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        with self._tok_lock:  # a fast tokenizer must not be used from two threads at once
-            return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-    def decode(self, ids: list[int]) -> str:
-        with self._tok_lock:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
-
     def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle:
         """Queue a request; returns at once. Raises BackendError (400), QueueFullError (429), EngineStoppedError (503)."""
         params = request.params.validate()
@@ -227,8 +230,6 @@ class BatchingEngine:
         return self.submit(GenerationRequest(prompt, params or DecodingParams(), adapter)).result()
 
     def stats(self) -> dict:
-        now = time.monotonic()
-        recent = [n for t, n in list(self._recent) if now - t <= 10.0]
         return {
             "backend": "hf",
             "waiting": len(self._waiting),
@@ -244,7 +245,7 @@ class BatchingEngine:
             "finished_requests": self.finished_requests,
             "cancelled_requests": self.cancelled_requests,
             "failed_requests": self.failed_requests,
-            "tokens_per_second_10s": sum(recent) / 10.0,
+            "tokens_per_second_10s": self.rate.per_second(),
         }
 
     # -- engine thread --------------------------------------------------------------------
@@ -366,9 +367,7 @@ class BatchingEngine:
             else:
                 self._finish(row, "stop" if reason == "eos" else reason, text)
         self.generated_tokens += step_tokens
-        self._recent.append((time.monotonic(), step_tokens))
-        while self._recent and time.monotonic() - self._recent[0][0] > 10.0:
-            self._recent.popleft()
+        self.rate.add(step_tokens)
 
         if not keep:
             self._clear()

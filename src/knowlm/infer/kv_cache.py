@@ -15,8 +15,13 @@ from typing import Callable, Sequence
 
 
 def cache_kwarg(model) -> str:
-    """The forward keyword for the KV cache: ``cache`` (transformers >= 5.25), else ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    """The forward keyword for the KV cache: ``cache`` (transformers >= 5.25), else ``past_key_values``.
+
+    Read from the transformers model itself: a PEFT wrapper's ``forward`` takes ``**kwargs`` and hands
+    them on, so its own signature names neither.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
 
 def layers(cache):

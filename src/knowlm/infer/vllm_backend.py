@@ -31,6 +31,8 @@ from knowlm.infer.backends import (
     PromptTooLongError,
     QueueFullError,
     RequestHandle,
+    TokenizerAccess,
+    TokenRate,
 )
 from knowlm.decoding import DecodingParams
 from knowlm.infer.engine import check_token_ids
@@ -48,6 +50,12 @@ def _require_vllm():
     if not torch.cuda.is_available():
         raise KnowlmError("--backend vllm needs a CUDA GPU and none is visible; use --backend hf on this machine")
     return vllm
+
+
+def start_error(exc: BaseException) -> KnowlmError:
+    """One line for vLLM failing to start (it reports CUDA, memory and config problems as assorted exceptions)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return KnowlmError(f"vLLM could not start: {type(exc).__name__}: {first}")
 
 
 def model_limits(path: str) -> tuple[int, int | None]:
@@ -117,7 +125,7 @@ def _logprobs(completion, start: int, top: int | None) -> list | None:
     return entries
 
 
-class VllmEngine:
+class VllmEngine(TokenizerAccess):
     """Backend over ``vllm.AsyncLLMEngine``; see the module docstring."""
 
     def __init__(self, engine, tokenizer, max_context: int, adapter_paths: dict[str, str] | None = None, max_inflight: int = 272,
@@ -142,7 +150,7 @@ class VllmEngine:
             self._lora = {name: LoRARequest(name, index + 1, path) for index, (name, path) in enumerate(self.adapter_paths.items())}
         self.generated_tokens = 0
         self.finished_requests = 0
-        self._recent: list[tuple[float, int]] = []
+        self.rate = TokenRate()
 
     @classmethod
     def from_pretrained(
@@ -184,9 +192,9 @@ class VllmEngine:
 
         try:
             engine = asyncio.run_coroutine_threadsafe(build(), loop).result()
-        except Exception as exc:  # vLLM reports CUDA / memory / config problems as assorted exceptions
+        except Exception as exc:  # noqa: BLE001 - see start_error
             loop.call_soon_threadsafe(loop.stop)
-            raise KnowlmError(f"vLLM could not start: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise start_error(exc) from None
         context, vocab_size = model_limits(path)
         return cls(engine, load_tokenizer(path), context, adapters, max_inflight=max_batch_size + max_waiting, loop=loop, thread=thread,
                    vocab_size=vocab_size)
@@ -194,17 +202,6 @@ class VllmEngine:
     # -- Backend interface ------------------------------------------------------------------
     def start(self) -> "VllmEngine":
         return self  # the engine runs from construction
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        with self._tok_lock:
-            return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-    def decode(self, ids: list[int]) -> str:
-        with self._tok_lock:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def submit(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle:
         params = request.params.validate()
@@ -256,7 +253,7 @@ class VllmEngine:
                 self._inflight.pop(request.request_id, None)
             self.generated_tokens += tokens
             self.finished_requests += 1
-            self._recent.append((time.monotonic(), tokens))
+            self.rate.add(tokens)
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._lock:
@@ -280,13 +277,11 @@ class VllmEngine:
             self._loop = None
 
     def stats(self) -> dict:
-        now = time.monotonic()
-        self._recent = [(t, n) for t, n in self._recent if now - t <= 10.0]
         return {
             "backend": "vllm",
             "waiting": 0,
             "running": len(self._inflight),
             "generated_tokens": self.generated_tokens,
             "finished_requests": self.finished_requests,
-            "tokens_per_second_10s": sum(n for _, n in self._recent) / 10.0,
+            "tokens_per_second_10s": self.rate.per_second(),
         }

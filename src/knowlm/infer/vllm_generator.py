@@ -19,7 +19,7 @@ from knowlm.decoding import DecodingParams
 from knowlm.errors import KnowlmError
 from knowlm.infer.engine import check_token_ids, eos_token_ids
 from knowlm.infer.generator import Generation, ProcessorFactory, ProgressCallback, TemplatePrompts
-from knowlm.infer.vllm_backend import _require_vllm, compact_json_engine_args, model_limits, sampling_params
+from knowlm.infer.vllm_backend import _require_vllm, compact_json_engine_args, model_limits, sampling_params, start_error
 
 
 class VllmGenerator(TemplatePrompts):
@@ -66,9 +66,8 @@ class VllmGenerator(TemplatePrompts):
             options.update(enable_lora=True, max_loras=1, max_lora_rank=max_lora_rank)
         try:
             llm = LLM(**options)
-        except Exception as exc:  # vLLM reports CUDA / memory / config problems as assorted exceptions
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise KnowlmError(f"vLLM could not start: {type(exc).__name__}: {first}") from None
+        except Exception as exc:  # noqa: BLE001 - see start_error
+            raise start_error(exc) from None
         lora = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest

@@ -1,17 +1,18 @@
 """Weight tools that work on a laptop-sized amount of memory and prove their own results.
 
-Streaming tensor I/O (:mod:`.tensor_io`), diff make/recover with per-tensor checksums
-(:mod:`.diff`), LoRA merge (:mod:`.lora`), Meta -> Hugging Face conversion (:mod:`.meta`),
+Streaming tensor I/O (:mod:`.checkpoint_reader`, :mod:`.checkpoint_writer`, :mod:`.tensor_io`), diff
+make/recover with per-tensor checksums (:mod:`.diff`), LoRA merge (:mod:`.lora`), Meta -> Hugging Face conversion (:mod:`.meta`),
 GGUF and MindSpore export, and hub download with checksum verification.
 """
 
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.checkpoint_writer import ShardedWriter
 from knowlm.weights.diff import make_diff, recover
 from knowlm.weights.download import download, parse_checksum_file, verify_checksums
 from knowlm.weights.gguf_export import export_gguf
 from knowlm.weights.lora import merge_lora
 from knowlm.weights.meta import convert_meta
 from knowlm.weights.mindspore_export import export_mindspore
-from knowlm.weights.tensor_io import Checkpoint, ShardedWriter
 
 
 def demo_stage(workdir, base_dir, adapter_dir, gguf_type: str = "q8_0") -> dict:

@@ -33,18 +33,16 @@ import torch
 from knowlm.errors import KnowlmError
 from knowlm.models.manifest import read_manifest, write_manifest
 from knowlm.utils.outputs import save_model_dir
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.checkpoint_writer import ShardedWriter, copy_side_files, set_config_dtype
 from knowlm.weights.tensor_io import (
     DEFAULT_CHUNK_BYTES,
-    Checkpoint,
-    ShardedWriter,
     TensorInfo,
     chunk_ranges,
-    copy_side_files,
     dtype_from_name,
     dtype_name,
     progress_bar,
     read_config,
-    set_config_dtype,
     tensor_bytes,
 )
 from knowlm.weights.legacy import is_rotary_buffer, knowlm_sum, rotary_inv_freq

@@ -32,7 +32,8 @@ import torch
 from knowlm.errors import KnowlmError
 from knowlm.utils.atomic import atomic_path
 from knowlm.weights.gguf_vocab import read_vocab, write_vocab
-from knowlm.weights.tensor_io import DEFAULT_CHUNK_BYTES, Checkpoint, progress_bar, read_config
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.tensor_io import DEFAULT_CHUNK_BYTES, progress_bar, read_config
 
 DIRECT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 SKIPPED_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")  # as llama.cpp

@@ -28,7 +28,8 @@ from knowlm.errors import KnowlmError
 from knowlm.utils.atomic import atomic_path
 from knowlm.weights.gguf_export import model_arch, permute_for_gguf
 from knowlm.weights.lora import read_adapter
-from knowlm.weights.tensor_io import Checkpoint, read_config
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.tensor_io import read_config
 
 ADAPTER_TYPES = ("f32", "f16", "bf16", "q8_0")
 

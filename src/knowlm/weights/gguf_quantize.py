@@ -162,7 +162,7 @@ def quantize_gguf(model, output, type: str, name: str | None = None, progress: b
                   chunk_bytes: int = DEFAULT_CHUNK_BYTES, imatrix: str | os.PathLike | None = None):
     """Export ``model`` with llama.cpp's ``auto`` type next to ``output``, then quantize it to ``type``."""
     from knowlm.weights.gguf_export import GGUFSummary, write_gguf
-    from knowlm.weights.tensor_io import Checkpoint
+    from knowlm.weights.checkpoint_reader import Checkpoint
 
     started = time.perf_counter()
     load_llama_cpp(type)  # fail before any work

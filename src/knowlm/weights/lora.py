@@ -35,15 +35,9 @@ from knowlm.errors import KnowlmError
 from knowlm.models.manifest import write_manifest
 from knowlm.models.templates import manifest_template
 from knowlm.utils.outputs import save_model_dir
-from knowlm.weights.tensor_io import (
-    DEFAULT_CHUNK_BYTES,
-    Checkpoint,
-    ShardedWriter,
-    chunk_ranges,
-    copy_side_files,
-    progress_bar,
-    read_config,
-)
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.checkpoint_writer import ShardedWriter, copy_side_files
+from knowlm.weights.tensor_io import DEFAULT_CHUNK_BYTES, chunk_ranges, progress_bar, read_config
 
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<kind>A|B|embedding_A|embedding_B)(?:\.(?P<adapter>(?!weight$|bias$)[^.]+))?(?:\.(?P<param>weight|bias))?$")
 _TOKEN_DELTA = ".token_adapter.trainable_tokens_delta"

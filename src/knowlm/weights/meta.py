@@ -21,7 +21,9 @@ import torch
 from knowlm.errors import KnowlmError
 from knowlm.models.manifest import write_manifest
 from knowlm.utils.outputs import save_model_dir
-from knowlm.weights.tensor_io import Checkpoint, ShardedWriter, dtype_from_name, dtype_name, progress_bar
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.checkpoint_writer import ShardedWriter
+from knowlm.weights.tensor_io import dtype_from_name, dtype_name, progress_bar
 
 # Meta name -> (HF name, concat dim across model-parallel shards or None if replicated)
 _LAYER_MAP = {

@@ -24,15 +24,8 @@ import torch
 
 from knowlm.errors import KnowlmError
 from knowlm.utils.atomic import atomic_write
-from knowlm.weights.tensor_io import (
-    DEFAULT_CHUNK_BYTES,
-    Checkpoint,
-    chunk_ranges,
-    dtype_from_name,
-    progress_bar,
-    read_config,
-    tensor_bytes,
-)
+from knowlm.weights.checkpoint_reader import Checkpoint
+from knowlm.weights.tensor_io import DEFAULT_CHUNK_BYTES, chunk_ranges, dtype_from_name, progress_bar, read_config, tensor_bytes
 
 MS_TYPES = {torch.float32: "Float32", torch.float16: "Float16", torch.bfloat16: "BFloat16", torch.float64: "Float64",
             torch.int64: "Int64", torch.int32: "Int32", torch.int8: "Int8", torch.uint8: "UInt8", torch.bool: "Bool"}
