@@ -135,6 +135,7 @@ def extract_texts(
     drop_hallucinated: bool = True,
     bounds=None,
     stats: dict | None = None,
+    ground: bool | None = None,
 ) -> list[dict]:
     """IE records v1, one per input text, each with ``parse_status`` and notes.
 
@@ -142,6 +143,9 @@ def extract_texts(
     ``ie`` preset); the generator's stop strings are added unless decoding is constrained. ``stats``
     (optional dict) is filled with counts and timings for summaries and benchmarks. ``wording``: the
     prompt wording (``full`` / ``compact``); by default the one the generator's model was tuned on.
+    ``ground`` (constrained decoding; default: ``drop_hallucinated``): span values can only be spans
+    of the input text (:mod:`knowlm.ie.grounding`). A span is checked against the whole text, not
+    only its chunk, so a name written in an earlier chunk is no hallucination.
     """
     from knowlm.ie.prompts import check_wording
 
@@ -187,7 +191,9 @@ def extract_texts(
     if constrained:
         from knowlm.ie.constrained import Bounds, processor_factory
 
-        factory = processor_factory(generator, task, [m[3] for m in meta], bounds or Bounds())
+        grounded = drop_hallucinated if ground is None else ground
+        row_texts = [docs[m[0]]["text"] for m in meta] if grounded else None
+        factory = processor_factory(generator, task, [m[3] for m in meta], bounds or Bounds(), row_texts=row_texts)
     started = time.perf_counter()
     report = _TextBar(len(docs), [m[0] for m in meta]) if progress and prompts else None
     try:
@@ -202,7 +208,7 @@ def extract_texts(
     errors: list[list[str]] = [[] for _ in docs]
     notes: list[list[str]] = [[] for _ in docs]
     for (d, offset, chunk, sub), gen in zip(meta, gens):
-        parsed = parse_output(gen.text, task, sub, style=style, text=chunk, drop_hallucinated=drop_hallucinated)
+        parsed = parse_output(gen.text, task, sub, style=style, text=docs[d]["text"], drop_hallucinated=drop_hallucinated)
         notes[d].extend(parsed.get("parse_notes", []))
         if parsed.get("parse_error"):
             reason = parsed["parse_error"]
@@ -213,9 +219,10 @@ def extract_texts(
         if gen.finish_reason == "length":
             notes[d].append("hit_max_new_tokens")
         for item in parsed[field]:
-            if "start" in item:
-                item["start"] += offset
-                item["end"] += offset
+            if "start" in item:  # offsets point at the chunk's own mention when it has one
+                inside = chunk.find(item["text"])
+                if inside >= 0:
+                    item["start"], item["end"] = offset + inside, offset + inside + len(item["text"])
             items[d].append(item)
 
     key = {"entities": entity_key, "relations": relation_key, "events": event_key}[field]
