@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from knowlm.utils.atomic import atomic_write
+from knowlm.utils.jsonl import read_jsonl
 
 
 @dataclass
@@ -132,16 +133,26 @@ def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> d
     examples = Path(__file__).resolve().parent / "resources" / "examples"
     generator = load_generator(str(model_dir), adapter)
     summary: dict[str, Any] = {}
-    for name in ("general_cases", "ie_cases"):
-        results = run_cases_file(generator, examples / f"{name}.jsonl", workdir / f"{name}.out.jsonl", preset("default").updated(max_new_tokens=64), batch_size=16)
+    for name in ("general_cases", "ie_tiny_cases"):
+        cases = examples / f"{name}.jsonl"
+        results = run_cases_file(generator, cases, workdir / f"{name}.out.jsonl", preset("default").updated(max_new_tokens=64), batch_size=16)
         summary[name] = {"cases": len(results), "first_answer": results[0]["output"][:120]}
+        expected = [row.get("expected") for row in read_jsonl(cases)]
+        if any(e is not None for e in expected):  # IE cases carry the gold answer: count exact JSON answers
+            summary[name]["exact_answers"] = sum(_json_or_none(r["output"]) == e for r, e in zip(results, expected))
     return summary
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def stage_comparison(workdir: Path, gold: list[dict], stages: dict[str, dict]) -> dict:
     """The before/after table, chart and real examples of the held-out extraction."""
     from knowlm.demo_extract import examples, examples_markdown, extraction_summary, plot_extraction, scores_table
-    from knowlm.utils.jsonl import read_jsonl
 
     chart = plot_extraction(stages, workdir / "extraction.png")
     picked = examples(gold, read_jsonl(stages["after"]["pred"]))

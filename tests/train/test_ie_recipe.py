@@ -59,3 +59,20 @@ def test_tuned_model_records_the_compact_wording_and_extraction_uses_it(tiny_mod
     plain = sft(SFTConfig(model=str(tiny_model_dir), data=[str(full)], output=str(tmp_path / "plain"), method="full", template="raw",
                           max_steps=1, micro_batch_size=2, cutoff_len=256, strategy="single"), quiet=True)
     assert "ie_wording" not in plain and "ie_wording" not in json.loads((tmp_path / "plain" / "knowlm.json").read_text())
+
+
+def test_shipped_checkpoints_match_the_current_recipe_and_data():
+    """The checkpoints in the package were produced by today's recipe options, presets and data files
+    (change one and ``knowlm demo --retrain`` + re-export are due), and their weights are intact."""
+    from knowlm.models.manifest import read_manifest, weight_checksums
+
+    current = ie_recipe.fingerprint()
+    for kind, stage in (("pretrained", "pretrained"), ("tuned", "tuned")):
+        path = ie_recipe.shipped_dir(kind)
+        manifest = read_manifest(path)
+        assert manifest["recipe"]["stage"] == stage
+        assert manifest["recipe"]["fingerprint"] == current, f"{path}: trained from other recipe files; run knowlm demo --retrain"
+        assert manifest["checksums"] == weight_checksums(path) and manifest["shipped_dtype"] == "bfloat16"
+    tuned = ie_recipe.shipped_dir("tuned")
+    assert read_manifest(tuned)["ie_wording"] == "compact" and read_manifest(tuned)["template"] == "raw"
+    assert json.loads((tuned / ie_recipe.SCHEMA_FILE).read_text(encoding="utf-8"))["re"]["zh"]

@@ -173,17 +173,19 @@ def make_grounding_processor(indices: Sequence[Any], vocab: list[bytes]):
                 for tracker, token in zip(self.trackers, input_ids[:, -1].tolist()):
                     tracker.feed(vocab[token] if token < len(vocab) else b"")
             self.started = True
+            out = scores
             for row, (tracker, index) in enumerate(zip(self.trackers, indices)):
                 if index is None or not tracker.in_value:
                     continue
                 allowed = index.allowed(tracker.written, vocab)
                 if not allowed:
                     continue
+                if out is scores:  # a copy: the serving engine's logits may be inference tensors
+                    out = scores.clone()
                 ids = torch.tensor(allowed, device=scores.device)
-                kept = scores[row, ids].clone()
-                scores[row] = float("-inf")
-                scores[row, ids] = kept
-            return scores
+                out[row] = float("-inf")
+                out[row, ids] = scores[row, ids]
+            return out
 
     return GroundingLogitsProcessor()
 

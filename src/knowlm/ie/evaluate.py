@@ -29,16 +29,19 @@ def extract_and_score(
     schema: dict[str, dict[str, Any]],
     *,
     style: str = "json",
-    wording: str = "full",
+    wording: str | None = None,
     constrained: bool = False,
     params=None,
     batch_size: int = 16,
     progress: bool = False,
+    max_input_tokens: int | None = None,
 ) -> dict:
     """``{"predictions", "scores": {"all"|lang: score report}, "summary", "stats", "seconds"}``.
 
     ``schema``: ``{"ner": {"en": [...], "zh": [...]}, "re": {...}}`` (a task or language missing
     from it is not asked). ``summary`` holds P/R/F1 per measure for ``all`` and each language.
+    ``wording``: the prompt wording (default: the one the generator's model was tuned on).
+    ``max_input_tokens``: texts longer than this are asked chunk by chunk (cut at sentences).
     """
     started = time.perf_counter()
     tasks = schema_tasks(schema)
@@ -51,7 +54,7 @@ def extract_and_score(
                 continue
             run: dict = {}
             records = extract_texts(generator, docs, task, items, lang=lang, style=style, wording=wording, constrained=constrained,
-                                    params=params, batch_size=batch_size, progress=progress, stats=run)
+                                    params=params, batch_size=batch_size, progress=progress, stats=run, max_input_tokens=max_input_tokens)
             stats[f"{task}/{lang}"] = run
             field = TASK_FIELD[task]
             for record in records:
