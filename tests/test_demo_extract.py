@@ -48,7 +48,7 @@ def scripted(monkeypatch):
 
 def test_evaluate_stage_scores_each_measure_and_language(tmp_path, scripted):
     stage = evaluate_stage(tmp_path, tmp_path / "model", "after", [dict(g) for g in GOLD], SCHEMA)
-    assert scripted == [(str(tmp_path / "model"), {"device": "cpu"})]
+    assert scripted == [(str(tmp_path / "model"), {"device": "cpu", "ie_wording": None})]
     s = stage["scores"]
     assert s["en"]["relation"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert s["en"]["entity"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5}

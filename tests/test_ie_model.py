@@ -143,8 +143,8 @@ def test_web_ui_tabulates_the_gold_items(ie_service, ie_schema):
 
 
 def test_generate_cases_answers_the_ie_cases_file(cli, ie_model_dir, tmp_path):
-    """``resources/examples/ie_tiny_cases.jsonl``: compact-wording IE prompts for the shipped model;
-    its answers are the gold JSON objects written there as ``expected``."""
+    """``resources/examples/ie_tiny_cases.jsonl``: compact-wording IE prompts (held-out sentences) for the
+    shipped model; it answers exactly the JSON written there as ``expected``, which names only gold items."""
     from knowlm import resources
 
     cases_path = resources.path("examples") / "ie_tiny_cases.jsonl"

@@ -165,6 +165,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
 
     from knowlm import edit, instruct, serve, train, weights
     from knowlm.demo_extract import evaluate_stage, held_out_gold, model_schema
+    from knowlm.models.templates import resolve_ie_wording
     from knowlm.train import ie_recipe
 
     torch.set_num_threads(1)  # tiny models are overhead-bound: one thread is as fast, and far faster on a busy machine
@@ -185,7 +186,8 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
     gold = held_out_gold()
     schema = model_schema(tuned)
     stages = {
-        "before": report.run("extract + evaluate before tuning (held-out documents)", lambda: evaluate_stage(workdir, pretrained, "ie-before", gold, schema), echo),
+        "before": report.run("extract + evaluate before tuning (held-out documents)", lambda: evaluate_stage(workdir, pretrained, "ie-before", gold, schema,
+                                                                                                         wording=resolve_ie_wording(str(tuned))), echo),
         "after": report.run("extract + evaluate after tuning", lambda: evaluate_stage(workdir, tuned, "ie-after", gold, schema), echo),
         "after_constrained": report.run("extract + evaluate after tuning, schema-constrained decoding",
                                         lambda: evaluate_stage(workdir, tuned, "ie-after-constrained", gold, schema, constrained=True), echo),

@@ -47,7 +47,7 @@ def model_schema(model_dir: str | Path) -> dict:
 
 def evaluate_stage(workdir: str | Path, model_dir: str | Path, tag: str, gold: list[dict], schema: dict,
                    constrained: bool = False, max_new_tokens: int = 128, batch_size: int = 32,
-                   max_input_tokens: int | None = None) -> dict:
+                   max_input_tokens: int | None = None, wording: str | None = None) -> dict:
     """Extract every task of ``schema`` from ``gold`` with ``model_dir`` and score it.
 
     Writes ``WORKDIR/TAG/pred.jsonl`` and ``report.json`` (scores overall and per language) and
@@ -58,7 +58,7 @@ def evaluate_stage(workdir: str | Path, model_dir: str | Path, tag: str, gold: l
     from knowlm.ie.evaluate import extract_and_score
     from knowlm.infer import load_generator
 
-    generator = load_generator(str(model_dir), device="cpu")
+    generator = load_generator(str(model_dir), device="cpu", ie_wording=wording)
     result = extract_and_score(generator, gold, schema, constrained=constrained, batch_size=batch_size,
                                params=DecodingParams(max_new_tokens=max_new_tokens), max_input_tokens=max_input_tokens)
     out = Path(workdir) / tag
