@@ -38,6 +38,7 @@ def main() -> None:
 
     from knowlm.demo_extract import evaluate_stage, held_out_gold, model_schema
     from knowlm.models.manifest import read_manifest
+    from knowlm.models.templates import resolve_ie_wording
     from knowlm.train import ie_recipe
 
     torch.set_num_threads(1)
@@ -56,7 +57,7 @@ def main() -> None:
         gold = [g for g in gold if g["lang"] == "en"][: args.documents // 2] + [g for g in gold if g["lang"] == "zh"][: args.documents - args.documents // 2]
     schema = model_schema(tuned)
     runs = {
-        "before": evaluate_stage(work, pretrained, "before", gold, schema),
+        "before": evaluate_stage(work, pretrained, "before", gold, schema, wording=resolve_ie_wording(str(tuned))),  # asked as the tuned model is
         "after": evaluate_stage(work, tuned, "after", gold, schema),
         "after_constrained": evaluate_stage(work, tuned, "after-constrained", gold, schema, constrained=True),
     }

@@ -104,8 +104,8 @@ def stage_shipped_models(workdir: Path) -> dict:
     from knowlm.train import ie_recipe
 
     out = {}
-    for name, source in (("pretrained", ie_recipe.shipped_dir("pretrained")), ("tuned", ie_recipe.shipped_dir("tuned"))):
-        target = workdir / "models" / source.name
+    for name, source, target in (("pretrained", ie_recipe.shipped_dir("pretrained"), workdir / "pretrain"),
+                                 ("tuned", ie_recipe.shipped_dir("tuned"), workdir / "ie")):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target)
         out[name] = str(target)

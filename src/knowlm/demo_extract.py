@@ -63,6 +63,7 @@ def evaluate_stage(workdir: str | Path, model_dir: str | Path, tag: str, gold: l
                                params=DecodingParams(max_new_tokens=max_new_tokens), max_input_tokens=max_input_tokens)
     out = Path(workdir) / tag
     write_jsonl(out / "pred.jsonl", result["predictions"])
+    write_jsonl(out / "gold.jsonl", gold)  # what was scored against: `knowlm eval --gold .../gold.jsonl --pred .../pred.jsonl`
     with atomic_write(out / "report.json") as handle:
         json.dump(result["scores"], handle, ensure_ascii=False, indent=2)
     return {

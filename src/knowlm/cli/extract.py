@@ -41,7 +41,7 @@ def extract(
     Texts x schema batches are decoded in batches; long texts are chunked at sentence ends and
     merged with offsets; each record carries parse_status (ok / partial / failed) and reasons.
 
-    Example: knowlm extract -m demo-work/merged --task re --schema '["located in","place of birth"]' -i demo-work/ie-after/gold.jsonl -o demo-work/examples/pred.jsonl
+    Example: knowlm extract -m demo-work/ie --task re --schema '["located in","place of birth"]' -i demo-work/ie-after/gold.jsonl -o demo-work/examples/pred.jsonl
 
     On a GPU, --backend vllm decodes with vLLM (same prompts, schema and parser; --constrained uses vLLM's
     structured outputs with the same JSON schema).
