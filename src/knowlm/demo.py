@@ -38,6 +38,8 @@ class DemoReport:
             for key, value in summary.items():
                 if key == "markdown":  # a stage's own tables and examples
                     lines += ["", value, ""]
+                elif key.startswith("_"):  # data for summary.json that the stage's markdown already shows
+                    continue
                 elif isinstance(value, str) and value.endswith(".png"):
                     lines.append(f"![{key}]({Path(value).relative_to(self.workdir) if Path(value).is_absolute() else value})")
                 else:
@@ -157,7 +159,7 @@ def stage_comparison(workdir: Path, gold: list[dict], stages: dict[str, dict]) -
     chart = plot_extraction(stages, workdir / "extraction.png")
     picked = examples(gold, read_jsonl(stages["after"]["pred"]))
     markdown = scores_table(stages) + "\n\nExamples after tuning (✓ right, ✗ wrong, missed = gold not found):\n\n" + examples_markdown(picked)
-    return {"extraction": extraction_summary(stages), "chart": str(chart), "examples": picked, "markdown": markdown}
+    return {"_extraction": extraction_summary(stages), "chart": str(chart), "_examples": picked, "markdown": markdown}
 
 
 def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool = False, overwrite: bool = False) -> Path:
@@ -203,7 +205,8 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
         "model": str(tuned),
         "pretrained_model": str(pretrained),
         "retrained": retrain,
-        "extraction": comparison["extraction"],
+        "extraction": comparison["_extraction"],
+        "examples": comparison["_examples"],
         "stages": {name: round(seconds, 1) for name, seconds, _ in report.stages},
         "seconds": round(time.perf_counter() - started, 1),
     }
