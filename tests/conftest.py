@@ -35,6 +35,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ie_model_dir() -> Path:
+    """The IE model knowlm's recipe trained (``knowlm demo --retrain``), shipped in the package: a tiny
+    LLaMA that extracts entities and relations (read-only)."""
+    from knowlm.train import ie_recipe
+
+    return ie_recipe.shipped_dir("tuned")
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tiny_model_dir) -> Path:
     """The tokenizer files live in the model directory."""
     return tiny_model_dir

@@ -215,7 +215,7 @@ def test_cli_extract_and_eval(cli, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr("knowlm.infer.load_generator", scripted_loader)
     result = cli("extract", "-m", tiny_model_dir, "--task", "re", "--schema", schema, "-i", texts, "-o", pred, "--template", "chatml", "--keep-hallucinated", "--overwrite")
     assert result.exit_code == 0, result.stderr
-    assert calls == [(str(tiny_model_dir), None, "chatml", {"dtype": "auto", "device": "auto", "backend": "hf", "compile": False})]
+    assert calls == [(str(tiny_model_dir), None, "chatml", {"dtype": "auto", "device": "auto", "backend": "hf", "compile": False, "ie_wording": None})]
     records = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
     assert [(r["parse_status"], r["relations"]) for r in records] == [
         ("ok", [{"head": "马云", "relation": "创办", "tail": "阿里巴巴"}]),

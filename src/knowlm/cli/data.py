@@ -13,7 +13,7 @@ from knowlm.cli._common import OVERWRITE, console, err_console
 
 data_app = typer.Typer(
     help="Corpus pipeline: clean, filter, de-duplicate, pack and tokenize into a Megatron-compatible dataset.\n\n"
-    "Example: knowlm data prepare --input src/knowlm/resources/corpus.jsonl --tokenizer demo-work/base --output-prefix demo-work/examples/corpus",
+    "Example: knowlm data prepare --input src/knowlm/resources/corpus.jsonl --tokenizer demo-work/pretrain --output-prefix demo-work/examples/corpus",
     no_args_is_help=True,
 )
 
@@ -45,7 +45,7 @@ def prepare_cmd(
 
     An interrupted run resumes with the same command and gives byte-identical output.
 
-    Example: knowlm data prepare --input src/knowlm/resources/corpus.jsonl --tokenizer demo-work/base --output-prefix demo-work/examples/corpus --seq-len 256 --workers 2
+    Example: knowlm data prepare --input src/knowlm/resources/corpus.jsonl --tokenizer demo-work/pretrain --output-prefix demo-work/examples/corpus --seq-len 256 --workers 2
 
     Your corpus: knowlm data prepare --input 'data/*.jsonl.gz' --tokenizer ./llama-7b-hf --output-prefix out/corpus --seq-len 1024 --workers 8
     """
@@ -111,7 +111,7 @@ def inspect_cmd(
 ) -> None:
     """Counts, tokens per source, length histogram, packing efficiency and decoded samples.
 
-    Example: knowlm data inspect demo-work/corpus/bundled --plot demo-work/examples/lengths.png
+    Example: knowlm data inspect demo-work/corpus/texts --plot demo-work/examples/lengths.png
     """
     from knowlm.data import inspect
     from knowlm.utils.outputs import check_output
@@ -147,7 +147,7 @@ def merge_cmd(
 ) -> None:
     """Concatenate prepared datasets (same tokenizer) into one.
 
-    Example: knowlm data merge demo-work/corpus/bundled demo-work/corpus/bundled --output-prefix demo-work/examples/twice
+    Example: knowlm data merge demo-work/corpus/texts demo-work/corpus/texts --output-prefix demo-work/examples/twice
     """
     from knowlm.data import merge
     from knowlm.utils.outputs import check_prefix

@@ -21,6 +21,7 @@ def extract(
     adapter: Optional[str] = typer.Option(None, help="PEFT LoRA adapter directory to apply."),
     style: str = typer.Option("json", help="Prompt style: json (IEPile/OneKE) or knowlm (free-text tuples)."),
     lang: str = typer.Option("auto", help="Instruction language: auto (per text), zh or en."),
+    wording: Optional[str] = typer.Option(None, help="Prompt wording: full (IEPile/KnowLM) or compact. Default: the model's knowlm.json, else full."),
     split_num: Optional[int] = typer.Option(None, help="Schema items per prompt (default NER 6, RE 4, EE 4; 0 = all in one)."),
     constrained: bool = typer.Option(False, "--constrained/--free", help="Grammar-constrained JSON (xgrammar): keys exactly the schema items."),
     template: Optional[str] = typer.Option(None, help=f"Prompt template: {', '.join(TEMPLATES)}. Default: the adapter's or model's knowlm.json, else {DEFAULT_TEMPLATE}."),
@@ -40,7 +41,7 @@ def extract(
     Texts x schema batches are decoded in batches; long texts are chunked at sentence ends and
     merged with offsets; each record carries parse_status (ok / partial / failed) and reasons.
 
-    Example: knowlm extract -m demo-work/merged --task re --schema '["located in","place of birth"]' -i demo-work/ie-after/gold.jsonl -o demo-work/examples/pred.jsonl
+    Example: knowlm extract -m demo-work/ie --task re --schema '["located in","place of birth"]' -i demo-work/ie-after/gold.jsonl -o demo-work/examples/pred.jsonl
 
     On a GPU, --backend vllm decodes with vLLM (same prompts, schema and parser; --constrained uses vLLM's
     structured outputs with the same JSON schema).
@@ -76,7 +77,7 @@ def extract(
         console.print(f"{input} holds no texts; wrote an empty {output} (--allow-empty).")
         return
     params = decoding_from_flags("ie", max_new_tokens=max_new_tokens)
-    generator = load_generator(model, adapter, template, dtype=dtype, device=device, backend=backend, compile=compile)
+    generator = load_generator(model, adapter, template, dtype=dtype, device=device, backend=backend, compile=compile, ie_wording=wording)
     run: dict = {}
     records = extract_texts(
         generator, texts, task, schema_obj, lang=lang, style=style, split_num=split_num, constrained=constrained,
@@ -89,7 +90,7 @@ def extract(
     skipped = sum(stats.skipped.values())
     console.print(
         f"Extracted {found} {field} from {len(records)} texts ({run['prompts']} prompts, {run['generated_tokens']} tokens "
-        f"in {run['generate_seconds']:.1f}s, template {generator.template!r}, style {style}"
+        f"in {run['generate_seconds']:.1f}s, template {generator.template!r}, style {style}, wording {getattr(generator, 'ie_wording', None) or 'full'}"
         f"{', constrained' if constrained else ''}); {run['failed_records']} records failed to parse, "
         f"{run['chunked_texts']} long texts were chunked, {skipped} input lines skipped; wrote {output}."
     )

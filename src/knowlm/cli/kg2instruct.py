@@ -29,7 +29,18 @@ def kg2instruct(
     min_confidence: float = typer.Option(0.0, help="Drop triples whose entity link is less confident than this."),
     keep_empty: bool = typer.Option(False, help="Also keep sentences with two linked entities but no relation (negatives)."),
     case_sensitive: bool = typer.Option(False, help="Match aliases with exact letter case."),
-    seed: int = typer.Option(0, help="Seed for splits and negative sampling."),
+    seed: int = typer.Option(0, help="Seed for splits, negative sampling and augmentation."),
+    holdout: Optional[Path] = typer.Option(None, help="IE records (JSONL with 'id', e.g. a hand-annotated test set): those documents appear in no output and their triples are never used for augmentation."),
+    records: str = typer.Option("unit", help="Records per labelling unit (sentence) and/or per whole document: unit, document or unit,document."),
+    names: str = typer.Option("mention", help="Name heads, tails and entities as written (mention) or by the graph's name when the text contains it (canonical)."),
+    entities: str = typer.Option("mentions", help="Entities of a record: every linked mention (mentions) or the heads and tails of its relations (arguments)."),
+    task: str = typer.Option("re", help="Instruction tasks: re, ner or re,ner."),
+    wording: str = typer.Option("full", help="Prompt wording: full (IEPile/KnowLM instructions) or compact (one short sentence, for small models)."),
+    augment: int = typer.Option(0, help="Also write this many training passages from the graph's triples with sentence templates."),
+    augment_swap: float = typer.Option(0.0, help="Share of augmented sentences that state another same-type entity's facts (counterfactual: only reading the text gives the answer)."),
+    hard_negatives: bool = typer.Option(False, help="Sample negative relations first among those whose head and tail types overlap a positive's (needs --schema)."),
+    substitute: int = typer.Option(0, help="Also write this many variants of each training document with its linked entities replaced by other graph entities of the same type (counterfactual, real sentences)."),
+    templates: Optional[Path] = typer.Option(None, help="Templates YAML {lang: {relation: ['{head} ... {tail}.']}} for --augment (default: the bundled ones)."),
     overwrite: bool = OVERWRITE,
     allow_empty: bool = ALLOW_EMPTY,
 ) -> None:
@@ -38,6 +49,9 @@ def kg2instruct(
     Finds entity mentions, links them (resolving ambiguous aliases by document context), emits
     the graph's relations between entities of one sentence, filters them with rules and writes
     gold records plus instructions split by document.
+
+    With --holdout, the listed documents (a test set) are kept out of every output: records,
+    instructions, texts.jsonl (the texts training may read) and augmentation.
 
     Example: knowlm kg2instruct --corpus src/knowlm/resources/corpus.jsonl --kg src/knowlm/resources/kg.jsonl --schema src/knowlm/resources/kg_schema.json --output demo-work/examples/kg2i
     """
@@ -60,9 +74,10 @@ def kg2instruct(
     config = KG2InstructConfig(
         lang=lang, unit=unit, ignore_case=not case_sensitive, min_confidence=min_confidence, rules=load_rules(rules) if rules else {},
         split_ratios=tuple(ratios), styles=styles, split_num=split_num, neg_ratio=neg_ratio, seed=seed, keep_empty=keep_empty,
+        records=_names_list(records), names=names, entities=entities, tasks=_names_list(task), wording=wording, augment=augment, augment_swap=augment_swap, hard_negatives=hard_negatives, substitute=substitute,
     )
     stats = run(corpus, kg, output, config, schema_path=schema, relation_map_path=relation_map, gold_path=gold, progress=True,
-               allow_empty=allow_empty)
+                holdout_path=holdout, templates_path=templates, allow_empty=allow_empty)
     link = stats["linking"]
     summary = (
         f"Labelled {stats['documents']} documents ({stats['sentences']} sentences): {stats['mentions']} mentions, "
@@ -71,10 +86,20 @@ def kg2instruct(
         f"(drops: {json.dumps(stats['dropped_by_rule'], ensure_ascii=False)}); wrote {stats['records']} records and "
         f"{stats['instructions_per_split']} instructions to {output}."
     )
+    if stats.get("held_out_documents"):
+        summary += f" Held out {stats['held_out_documents']} documents."
+    if stats.get("augmented_records"):
+        summary += f" Added {stats['augmented_records']} passages written from the graph."
+    if stats.get("substituted_records"):
+        summary += f" Added {stats['substituted_records']} records of documents with substituted entities."
     if "quality" in stats:
         q = stats["quality"]
         summary += f" Against {q['documents']} gold documents: precision {q['precision']:.3f}, recall {q['recall']:.3f}."
     console.print(summary)
+
+
+def _names_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def register(app: typer.Typer) -> None:

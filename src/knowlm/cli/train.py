@@ -176,7 +176,7 @@ def _register() -> None:
 
     make_command(PretrainConfig, _pretrain, "pretrain",
                  "Continue pretraining a causal LM on indexed datasets (from `knowlm data prepare`).\n\n"
-                 "Example: knowlm train pretrain --model demo-work/base --data demo-work/corpus/bundled --output demo-work/examples/pretrain --seq-len 256 --max-steps 10\n\n"
+                 "Example: knowlm train pretrain --model demo-work/pretrain --data demo-work/corpus/texts --output demo-work/examples/pretrain --seq-len 256 --max-steps 10\n\n"
                  "Your corpora: knowlm train pretrain --model ./llama-7b-hf --data 0.7 corpus/zh 0.3 corpus/en --output out --max-steps 100")
     make_command(SFTConfig, _sft, "sft",
                  "Instruction-tune a model on alpaca-style records (LoRA by default).\n\n"

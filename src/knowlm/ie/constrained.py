@@ -87,8 +87,13 @@ class GrammarCache:
                     "--constrained needs xgrammar: pip install --no-deps xgrammar==0.2.8 apache-tvm-ffi"
                 ) from None
             info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-            self._compilers[key] = (xgr.GrammarCompiler(info, max_threads=2), tokenizer)
+            self._compilers[key] = (xgr.GrammarCompiler(info, max_threads=2), tokenizer, info.decoded_vocab)
         return self._compilers[key][0]
+
+    def vocab_bytes(self, tokenizer, vocab_size: int) -> list[bytes]:
+        """Each token id's bytes as the tokenizer decodes it (xgrammar's view of the vocabulary)."""
+        self.compiler(tokenizer, vocab_size)
+        return self._compilers[(id(tokenizer), vocab_size)][2]
 
     def grammar(self, tokenizer, vocab_size: int, json_schema_obj: dict, strict: bool = True):
         """``strict``: objects admit only the properties the schema lists (extraction answers, OpenAI's
@@ -148,6 +153,43 @@ def make_processor(compiled: Sequence[Any]):
     return GrammarLogitsProcessor(compiled)
 
 
+def make_grounding_processor(indices: Sequence[Any], vocab: list[bytes]):
+    """A logits processor that keeps each row's span values on its text's candidate spans
+    (:class:`knowlm.ie.grounding.SpanIndex` per row; ``None`` rows are not grounded). It runs after
+    the grammar processor and only narrows what the grammar allows; a row with no allowed token
+    (cannot happen with the grammar's span bounds) is left to the grammar."""
+    import torch
+    import transformers
+
+    from knowlm.ie.grounding import ValueTracker
+
+    class GroundingLogitsProcessor(transformers.LogitsProcessor):
+        def __init__(self) -> None:
+            self.trackers = [ValueTracker() for _ in indices]
+            self.started = False
+
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            if self.started:
+                for tracker, token in zip(self.trackers, input_ids[:, -1].tolist()):
+                    tracker.feed(vocab[token] if token < len(vocab) else b"")
+            self.started = True
+            out = scores
+            for row, (tracker, index) in enumerate(zip(self.trackers, indices)):
+                if index is None or not tracker.in_value:
+                    continue
+                allowed = index.allowed(tracker.written, vocab)
+                if not allowed:
+                    continue
+                if out is scores:  # a copy: the serving engine's logits may be inference tensors
+                    out = scores.clone()
+                ids = torch.tensor(allowed, device=scores.device)
+                out[row] = float("-inf")
+                out[row, ids] = scores[row, ids]
+            return out
+
+    return GroundingLogitsProcessor()
+
+
 class SchemaProcessors:
     """What :func:`processor_factory` returns: a ``TextGenerator.generate(logits_processor=...)`` factory.
 
@@ -155,20 +197,40 @@ class SchemaProcessors:
     Face generators); ``json_schemas[i]`` is prompt ``i``'s JSON Schema, for backends that constrain
     output from the schema themselves (vLLM's structured outputs, :mod:`knowlm.infer.vllm_generator`),
     so every backend decodes against the same schema. Grammars are compiled (and cached) on first use.
+    ``span_indices[i]`` (optional) grounds prompt ``i``'s span values in its text (Hugging Face
+    generators only).
     """
 
-    def __init__(self, tokenizer, vocab_size: int, json_schemas: Sequence[dict], cache: GrammarCache = CACHE):
+    def __init__(self, tokenizer, vocab_size: int, json_schemas: Sequence[dict], cache: GrammarCache = CACHE,
+                 span_indices: Sequence[Any] | None = None):
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.json_schemas = list(json_schemas)
         self.cache = cache
+        self.span_indices = list(span_indices) if span_indices is not None else None
 
     def __call__(self, indices: Sequence[int]) -> list:
-        return [make_processor([self.cache.grammar(self.tokenizer, self.vocab_size, self.json_schemas[i]) for i in indices])]
+        processors = [make_processor([self.cache.grammar(self.tokenizer, self.vocab_size, self.json_schemas[i]) for i in indices])]
+        if self.span_indices is not None:
+            vocab = self.cache.vocab_bytes(self.tokenizer, self.vocab_size)
+            processors.append(make_grounding_processor([self.span_indices[i] for i in indices], vocab))
+        return processors
 
 
-def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE) -> SchemaProcessors:
+def processor_factory(generator, task: str, row_schemas: Sequence[Any], bounds: Bounds = Bounds(), cache: GrammarCache = CACHE,
+                      row_texts: Sequence[str] | None = None) -> SchemaProcessors:
     """The constrained-decoding factory for ``generator``: ``row_schemas[i]`` is the schema batch of prompt
     ``i`` (:class:`Schema` objects may mix tasks in one batch). Grammars mask the generator's
-    ``vocab_size`` logits with its ``tokenizer``."""
-    return SchemaProcessors(generator.tokenizer, generator.vocab_size, [json_schema(task, s, bounds) for s in row_schemas], cache)
+    ``vocab_size`` logits with its ``tokenizer``. ``row_texts[i]`` (optional): the text whose spans
+    prompt ``i``'s answer may name (grounded decoding, :mod:`knowlm.ie.grounding`); prompts of one
+    text share one span index."""
+    indices = None
+    if row_texts is not None:
+        from knowlm.ie.grounding import SpanIndex, candidate_spans
+
+        by_text: dict[str, SpanIndex] = {}
+        for text in row_texts:
+            if text not in by_text:
+                by_text[text] = SpanIndex(candidate_spans(text, max_chars=bounds.max_chars))
+        indices = [by_text[text] for text in row_texts]
+    return SchemaProcessors(generator.tokenizer, generator.vocab_size, [json_schema(task, s, bounds) for s in row_schemas], cache, indices)

@@ -125,6 +125,7 @@ def extract_texts(
     schema: Any,
     lang: str = "auto",
     style: str = "json",
+    wording: str | None = None,
     split_num: int | None = None,
     constrained: bool = False,
     params: DecodingParams | None = None,
@@ -134,16 +135,24 @@ def extract_texts(
     drop_hallucinated: bool = True,
     bounds=None,
     stats: dict | None = None,
+    ground: bool | None = None,
 ) -> list[dict]:
     """IE records v1, one per input text, each with ``parse_status`` and notes.
 
     ``texts``: strings or ``{"text", "id"?, "lang"?, "source"?}``. ``params``: decoding (default: the
     ``ie`` preset); the generator's stop strings are added unless decoding is constrained. ``stats``
-    (optional dict) is filled with counts and timings for summaries and benchmarks.
+    (optional dict) is filled with counts and timings for summaries and benchmarks. ``wording``: the
+    prompt wording (``full`` / ``compact``); by default the one the generator's model was tuned on.
+    ``ground`` (constrained decoding; default: ``drop_hallucinated``): span values can only be spans
+    of the input text (:mod:`knowlm.ie.grounding`). A span is checked against the whole text, not
+    only its chunk, so a name written in an earlier chunk is no hallucination.
     """
+    from knowlm.ie.prompts import check_wording
+
     schema = make_schema(task, schema)
     task = schema.task
     style = check_style(style)
+    wording = check_wording(wording or getattr(generator, "ie_wording", None) or "full")
     if constrained and style != "json":
         raise KnowlmError("--constrained works with the json prompt style only")
     if batch_size < 1:
@@ -160,7 +169,7 @@ def extract_texts(
 
     # Budget for the text: context minus the longest prompt without text minus the answer.
     overhead = max(
-        _count(tokenizer, generator.prompt(*build_prompt(task, "", b, style=style, lang=lng))) for b in batches for lng in ("zh", "en")
+        _count(tokenizer, generator.prompt(*build_prompt(task, "", b, style=style, lang=lng, wording=wording))) for b in batches for lng in ("zh", "en")
     )
     budget = _context_budget(generator.max_context, overhead, params.max_new_tokens, max_input_tokens)
 
@@ -174,7 +183,7 @@ def extract_texts(
         n_chunks[d] = len(chunks)
         for offset, chunk in chunks:
             for sub in batches:
-                instruction, input_text = build_prompt(task, chunk, sub, style=style, lang=doc_lang)
+                instruction, input_text = build_prompt(task, chunk, sub, style=style, lang=doc_lang, wording=wording)
                 prompts.append(generator.prompt(instruction, input_text))
                 meta.append((d, offset, chunk, sub))
 
@@ -182,7 +191,9 @@ def extract_texts(
     if constrained:
         from knowlm.ie.constrained import Bounds, processor_factory
 
-        factory = processor_factory(generator, task, [m[3] for m in meta], bounds or Bounds())
+        grounded = drop_hallucinated if ground is None else ground
+        row_texts = [docs[m[0]]["text"] for m in meta] if grounded else None
+        factory = processor_factory(generator, task, [m[3] for m in meta], bounds or Bounds(), row_texts=row_texts)
     started = time.perf_counter()
     report = _TextBar(len(docs), [m[0] for m in meta]) if progress and prompts else None
     try:
@@ -197,7 +208,7 @@ def extract_texts(
     errors: list[list[str]] = [[] for _ in docs]
     notes: list[list[str]] = [[] for _ in docs]
     for (d, offset, chunk, sub), gen in zip(meta, gens):
-        parsed = parse_output(gen.text, task, sub, style=style, text=chunk, drop_hallucinated=drop_hallucinated)
+        parsed = parse_output(gen.text, task, sub, style=style, text=docs[d]["text"], drop_hallucinated=drop_hallucinated)
         notes[d].extend(parsed.get("parse_notes", []))
         if parsed.get("parse_error"):
             reason = parsed["parse_error"]
@@ -208,9 +219,10 @@ def extract_texts(
         if gen.finish_reason == "length":
             notes[d].append("hit_max_new_tokens")
         for item in parsed[field]:
-            if "start" in item:
-                item["start"] += offset
-                item["end"] += offset
+            if "start" in item:  # offsets point at the chunk's own mention when it has one
+                inside = chunk.find(item["text"])
+                if inside >= 0:
+                    item["start"], item["end"] = offset + inside, offset + inside + len(item["text"])
             items[d].append(item)
 
     key = {"entities": entity_key, "relations": relation_key, "events": event_key}[field]

@@ -48,12 +48,14 @@ def records_to_instructions(
     hard_groups: Sequence[Sequence[str]] = (),
     variants: bool = True,
     keep_empty: bool = True,
+    wording: str = "full",
 ) -> Iterator[dict]:
     """Alpaca records ``{"instruction", "input", "output", "id", "task", "style", "lang", "schema"}``.
 
     ``neg_ratio``: negative schema items per positive one (``None``: ask about the whole
     schema, as at test time). ``variants``: rotate through the instruction wordings.
     ``keep_empty``: records with no positive item still yield prompts made of negatives.
+    ``wording``: ``full`` or ``compact`` instructions (see :func:`knowlm.ie.prompts.build_prompt`).
     EEA asks only about the events a text has, naming their triggers (IEPile's EEA recipe).
     """
     schema = make_schema(task, schema_items)
@@ -81,7 +83,7 @@ def records_to_instructions(
         for k, batch in enumerate(batch_schema(chosen, split)):
             sub = schema.subset(_with_triggers(batch, record) if schema.task == "eea" else batch)
             variant = rng.randrange(3) if variants else 0
-            instruction, input_text = build_prompt(schema.task, text, sub, style=style, lang=record_lang, variant=variant)
+            instruction, input_text = build_prompt(schema.task, text, sub, style=style, lang=record_lang, variant=variant, wording=wording)
             out = {
                 "instruction": instruction,
                 "input": input_text,
@@ -92,6 +94,8 @@ def records_to_instructions(
                 "lang": record_lang,
                 "schema": sub.to_json(),
             }
+            if wording != "full":
+                out["wording"] = wording
             if record.get("source"):
                 out["source"] = record["source"]
             yield out

@@ -27,6 +27,7 @@ from knowlm.ie.records import is_na
 from knowlm.ie.schema import EventType, Schema, SpoType, make_schema
 
 STYLES = ("json", "knowlm")
+WORDINGS = ("full", "compact")
 NAN = "NAN"
 NONE_ANSWER = {"zh": "无", "en": "None"}
 
@@ -133,6 +134,24 @@ KNOWLM_INSTRUCTIONS: dict[tuple[str, str], list[str]] = {
     ],
 }
 
+# Compact wordings: one short sentence and no type descriptions. A small model spends its few
+# parameters and its context on the text instead of on boilerplate it must read in every prompt;
+# the answer format is unchanged, so parsing, scoring and constrained decoding are the same.
+COMPACT_INSTRUCTIONS: dict[tuple[str, str, str], str] = {
+    ("json", "ner", "zh"): "抽取实体。",
+    ("json", "ner", "en"): "Extract entities.",
+    ("json", "re", "zh"): "抽取关系。",
+    ("json", "re", "en"): "Extract relations.",
+    ("json", "ee", "zh"): "抽取事件。",
+    ("json", "ee", "en"): "Extract events.",
+    ("knowlm", "ner", "zh"): "实体类型：{schema}。每行一个 (实体,实体类型)。",
+    ("knowlm", "ner", "en"): "Entity types: {schema}. One (entity,entity type) per line.",
+    ("knowlm", "re", "zh"): "关系：{schema}。每行一个 (头实体,关系,尾实体)。",
+    ("knowlm", "re", "en"): "Relations: {schema}. One (subject,relation,object) per line.",
+    ("knowlm", "ee", "zh"): "事件：{schema}。每行一个 (触发词,事件类型,[(论元,角色), ...])。",
+    ("knowlm", "ee", "en"): "Events: {schema}. One (trigger,event type,[(argument,role), ...]) per line.",
+}
+
 KNOWLM_INSTRUCTIONS.update({  # KG2Instruction's EET/EEA answer formats
     ("eet", "zh"): [
         "已知候选的事件类型列表：{schema}，请你根据事件类型列表，从以下输入中抽取出可能存在的事件触发词。请按照 (事件触发词,事件类型) 的格式回答，每行一个。",
@@ -175,6 +194,12 @@ def check_style(style: str) -> str:
     return style
 
 
+def check_wording(wording: str) -> str:
+    if wording not in WORDINGS:
+        raise KnowlmError(f"unknown prompt wording {wording!r}; choose one of: {', '.join(WORDINGS)}")
+    return wording
+
+
 def _lang(lang: str | None, text: str) -> str:
     from knowlm.ie.records import detect_lang
 
@@ -198,12 +223,24 @@ def _schema_listing(schema: Schema, lang: str) -> str:
 
 
 def build_prompt(
-    task: str, text: str, schema: Any, style: str = "json", lang: str | None = "zh", variant: int = 0
+    task: str, text: str, schema: Any, style: str = "json", lang: str | None = "zh", variant: int = 0,
+    wording: str = "full",
 ) -> tuple[str, str]:
-    """``(instruction, input)`` asking for ``schema`` (one batch) in ``text``."""
+    """``(instruction, input)`` asking for ``schema`` (one batch) in ``text``.
+
+    ``wording``: ``full`` (IEPile/KnowLM instructions, ``variant`` picks a paraphrase, with type
+    descriptions) or ``compact`` (one short sentence, no descriptions or examples, for small models).
+    """
     schema = make_schema(task, schema)
     style = check_style(style)
     lang = _lang(lang, text)
+    if check_wording(wording) == "compact":
+        instruction = COMPACT_INSTRUCTIONS.get((style, schema.task, lang))
+        if instruction is None:
+            raise KnowlmError(f"no compact wording for task {schema.task!r}; use --wording full")
+        if style == "json":
+            return json.dumps({"instruction": instruction, "schema": schema.to_json(), "input": text}, ensure_ascii=False), ""
+        return instruction.format(schema=_schema_listing(schema, lang)), text
     desc = _descriptions(schema, lang)
     if style == "json":
         wordings = JSON_INSTRUCTIONS[(schema.task, lang)]
@@ -334,4 +371,4 @@ def _eea_lines(record: dict, schema: Schema) -> list[str]:
     return lines
 
 
-__all__ = ["build_prompt", "gold_output", "gold_json", "STYLES", "EventType"]
+__all__ = ["build_prompt", "gold_output", "gold_json", "STYLES", "WORDINGS", "EventType"]

@@ -261,7 +261,7 @@ def sample_negatives(
 
     ``ratio`` is negatives per positive (at least one when there are none, so empty texts still
     ask something); ``hard_groups`` lists confusable types: when one is positive the others in
-    its group are taken first (hard negatives).
+    its group are taken first (hard negatives; a random sample of them when there are more).
     """
     pos = set(positives)
     pool = [c for c in candidates if item_name(c) not in pos]
@@ -273,7 +273,7 @@ def sample_negatives(
     for group in hard_groups:
         if pos & set(group):
             hard.extend(by_name[g] for g in group if g in by_name and by_name[g] not in hard)
-    chosen = hard[:want]
+    chosen = hard[:want] if len(hard) <= want else rng.sample(hard, want)
     rest = [c for c in pool if c not in chosen]
     chosen += rng.sample(rest, min(len(rest), want - len(chosen)))
     return chosen

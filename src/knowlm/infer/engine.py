@@ -79,13 +79,14 @@ class Generator(TemplatePrompts):
     tokens so that calls of similar length reuse one compiled graph. Answers are the same as without it.
     """
 
-    def __init__(self, model, tokenizer, template: str | None = None, compile: bool = False):
+    def __init__(self, model, tokenizer, template: str | None = None, ie_wording: str = "full", compile: bool = False):
         from knowlm.models.loading import prepare_tokenizer
         from knowlm.models.templates import DEFAULT_TEMPLATE, get
 
         self.model = model
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.template = get(template or getattr(model, "knowlm_template", None) or DEFAULT_TEMPLATE).name
+        self.ie_wording = ie_wording
         config = getattr(model, "config", None)
         self.max_context = int(getattr(config, "max_position_embeddings", None) or 2048)
         self.vocab_size = int(getattr(config, "vocab_size", None) or len(tokenizer))

@@ -40,6 +40,8 @@ class TextGenerator(Protocol):
     """A model that turns prompts into answers, with the template it was tuned on."""
 
     template: str  # name in knowlm.models.templates.TEMPLATES
+    # Optional: ``ie_wording`` ("full" | "compact"), the IE prompt wording the model was tuned on;
+    # extraction uses it when the caller names none (generators without it get "full").
     tokenizer: Any  # a Hugging Face tokenizer: callable, decode(), eos/pad ids
     max_context: int  # prompt + answer tokens the model can attend to
     vocab_size: int  # logits width (constrained decoding masks this many tokens)
@@ -91,6 +93,7 @@ def load_generator(
     quantization: str | None = None,
     allocate: Sequence[float] | None = None,
     trust_remote_code: bool = False,
+    ie_wording: str | None = None,
     backend: str = "hf",
     compile: bool = False,
 ):
@@ -100,7 +103,8 @@ def load_generator(
 
     The template is resolved here, once: ``template`` (a ``--template`` flag) if given, else the
     adapter's ``knowlm.json``, else the model's, else the default (see ``resolve_template``). An
-    unknown name or a corrupt manifest fails before the weights load.
+    unknown name or a corrupt manifest fails before the weights load. The IE prompt wording is
+    resolved the same way (``ie_wording``, see ``resolve_ie_wording``).
     """
     from knowlm.errors import KnowlmError
 
@@ -119,9 +123,12 @@ def load_generator(
     from knowlm.infer.engine import Generator
     from knowlm.models import load, resolve_template
 
+    from knowlm.models.templates import resolve_ie_wording
+
     name = resolve_template(model, adapter, template)
+    wording = resolve_ie_wording(model, adapter, ie_wording)
     lm, tokenizer = load(
         model, adapter=adapter, dtype=dtype, device=device, quantization=quantization, allocate=allocate,
         trust_remote_code=trust_remote_code, template=name,
     )
-    return Generator(lm, tokenizer, template=name, compile=compile)
+    return Generator(lm, tokenizer, template=name, ie_wording=wording, compile=compile)

@@ -69,6 +69,16 @@ def write_manifest(
     return info
 
 
+def update_manifest(directory: str | os.PathLike, **fields: Any) -> dict:
+    """Add or replace top-level fields of ``DIR/knowlm.json`` (atomically); returns the new content."""
+    directory = Path(directory)
+    info = read_manifest(directory)
+    info.update(_jsonable(fields))
+    with atomic_write(directory / MANIFEST) as handle:
+        json.dump(info, handle, ensure_ascii=False, indent=2)
+    return info
+
+
 def read_manifest(directory: str | os.PathLike) -> dict:
     """The manifest of a directory, or ``{}`` if it has none (e.g. a model from elsewhere).
 

@@ -201,3 +201,20 @@ def resolve_template(model: str | os.PathLike, adapter: str | os.PathLike | None
             log.warning("template %r overrides %r recorded in %s", override, recorded[0], recorded[1])
         return override
     return recorded[0] if recorded is not None else DEFAULT_TEMPLATE
+
+
+def resolve_ie_wording(model: str | os.PathLike, adapter: str | os.PathLike | None = None, override: str | None = None) -> str:
+    """The IE prompt wording (``full`` or ``compact``, see :func:`knowlm.ie.prompts.build_prompt`) a model
+    was tuned on: ``override`` (``--wording``), else ``ie_wording`` in the adapter's ``knowlm.json``, else
+    the model's, else ``full``. Extraction must ask a model in the words it learned, as with templates."""
+    from knowlm.ie.prompts import check_wording
+    from knowlm.models.manifest import read_manifest
+
+    if override:
+        return check_wording(override)
+    for directory in (adapter, model):
+        if directory and Path(directory).expanduser().is_dir():
+            recorded = read_manifest(Path(directory).expanduser()).get("ie_wording")
+            if recorded:
+                return check_wording(recorded)
+    return "full"

@@ -37,6 +37,7 @@ class Target:
     name: str
     adapter: str | None
     template: str
+    ie_wording: str = "full"  # the IE prompt wording the model (or adapter) was tuned on
 
 
 SEED_STRIDE = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices over the 64-bit range
@@ -67,13 +68,14 @@ class Service:
         the base model stays reachable by its name.
         """
         from knowlm.models import resolve_template
+        from knowlm.models.templates import resolve_ie_wording
 
         base = model_name or Path(model_path.rstrip("/")).name or "knowlm"
-        targets = {base: Target(base, None, resolve_template(model_path, None, template))}
+        targets = {base: Target(base, None, resolve_template(model_path, None, template), resolve_ie_wording(model_path))}
         for name, path in getattr(engine, "adapter_paths", {}).items():
             if name in targets:
                 raise KnowlmError(f"adapter name {name!r} clashes with the model name; pick another NAME in --adapter NAME=PATH")
-            targets[name] = Target(name, name, resolve_template(model_path, path, template))
+            targets[name] = Target(name, name, resolve_template(model_path, path, template), resolve_ie_wording(model_path, path))
         default = next(iter(getattr(engine, "adapter_paths", {}) or {base: None}))
         return cls(engine, targets, default, limits)
 
@@ -212,6 +214,7 @@ class EngineGenerator(TemplatePrompts):
         self.service = service
         self.target = target
         self.template = target.template
+        self.ie_wording = target.ie_wording
         self.tokenizer = service.engine.tokenizer
         self.max_context = service.engine.max_context
         self.vocab_size = service.engine.vocab_size

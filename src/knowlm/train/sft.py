@@ -42,4 +42,33 @@ def sft(cfg: SFTConfig, quiet: bool = False) -> dict:
     """Train and return the run summary (also written to ``OUTPUT/train_summary.json``)."""
     from knowlm.train.recipe import run
 
-    return run(cfg, "sft", build_data, produced_by="knowlm train sft", quiet=quiet)
+    summary = run(cfg, "sft", build_data, produced_by="knowlm train sft", quiet=quiet)
+    record_ie_wording(cfg, summary)
+    return summary
+
+
+def data_ie_wording(data: list[str]) -> str | None:
+    """The IE prompt wording every IE instruction of the data was written in (``kg2instruct --wording``
+    and ``records_to_instructions`` mark compact records), or None when it is not one wording."""
+    from knowlm.train.config import parse_weighted
+    from knowlm.train.data_sft import expand_sources
+    from knowlm.utils.jsonl import iter_jsonl
+
+    found = set()
+    for _, source in parse_weighted(data):
+        for path in expand_sources(source):
+            if path.suffix != ".json":
+                found |= {str(r.get("wording") or "full") for r in iter_jsonl(path) if isinstance(r, dict) and r.get("task")}
+    return found.pop() if len(found) == 1 else None
+
+
+def record_ie_wording(cfg: SFTConfig, summary: dict) -> None:
+    """Write ``ie_wording`` into the tuned model's ``knowlm.json`` so extraction asks it the way it learned."""
+    import os
+
+    wording = data_ie_wording(cfg.data)
+    if wording and wording != "full" and not summary.get("stopped_early") and int(os.environ.get("RANK", "0")) == 0:
+        from knowlm.models.manifest import update_manifest
+
+        update_manifest(cfg.output, ie_wording=wording)
+        summary["ie_wording"] = wording

@@ -68,7 +68,10 @@ def check_output(
         if raw is None or str(raw) == "":
             continue
         source = Path(raw)
-        if not source.exists():
+        try:
+            if not source.exists():
+                continue
+        except OSError:  # not a path at all (an inline JSON schema longer than a file name may be)
             continue
         if _same(path, source):
             raise KnowlmError(f"{flag} {path} is also an input of this command; write the result somewhere else")

@@ -1,9 +1,11 @@
 """KG2Instruction by distant supervision: corpus + knowledge graph -> gold IE records and
-relation-extraction instructions.
+relation-extraction (and NER) instructions.
 
 documents -> sentences (the corpus pipeline's splitter) -> alias mentions -> entity linking
 -> every graph relation between two linked mentions of a sentence -> rule filters -> records
-(split by document into train/dev/test) -> instructions via the shared prompt builder.
+(per sentence and/or per document, split by document into train/dev/test; held-out documents
+nowhere) -> optional passages written from the graph's other triples -> instructions via the
+shared prompt builder.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from knowlm.errors import KnowlmError
 from knowlm.ie.kg2instruct.graph import KnowledgeGraph, RelationSchema, load_relation_map
 from knowlm.ie.kg2instruct.linking import Linked, LinkStats, link_document
 from knowlm.ie.kg2instruct.mentions import MentionFinder
+from knowlm.ie.kg2instruct.records import ENTITIES, NAMES, Fact, LabelledDocument, LabelledUnit, Span, make_record
 from knowlm.ie.kg2instruct.triples import RelationRule, Triple, TripleFilter, candidate_triples
 from knowlm.utils.atomic import atomic_dir
 from knowlm.utils.jsonl import JsonlStats, iter_jsonl, open_text, write_jsonl
 
 SPLITS = ("train", "dev", "test")
+RECORD_UNITS = ("unit", "document")
+TASKS = ("re", "ner")
 # What a run writes into its output directory (replaced by a run with --overwrite; other files stay).
-OUTPUT_FILES = ("records.jsonl", *(f"{name}.jsonl" for name in SPLITS), "stats.json", "report.md", "stats.png")
+OUTPUT_FILES = ("records.jsonl", *(f"{name}.jsonl" for name in SPLITS), "texts.jsonl", "schema.json", "stats.json", "report.md", "stats.png")
 
 
 @dataclass
@@ -41,22 +46,39 @@ class KG2InstructConfig:
     neg_ratio: float = 1.0  # negative relation types per positive one in training instructions
     seed: int = 0
     keep_empty: bool = False  # also keep sentences with linked entities but no triple
+    records: tuple[str, ...] = ("unit",)  # "unit": a record per sentence (or document); "document": per document too
+    names: str = "mention"  # "mention": as written; "canonical": the graph's name where the text contains it
+    entities: str = "mentions"  # "mentions": every linked mention; "arguments": heads and tails of kept triples
+    tasks: tuple[str, ...] = ("re",)  # instruction tasks: re, ner
+    wording: str = "full"  # prompt wording: full (IEPile) or compact (small models)
+    augment: int = 0  # passages written from graph triples with templates (train split only)
+    augment_swap: float = 0.0  # share of augmented sentences stating another same-type entity's facts
+    hard_negatives: bool = False  # negatives first from relations whose head and tail types overlap a positive's
+    substitute: int = 0  # variants of each training document with its entities replaced by same-type entities
 
     def __post_init__(self) -> None:
+        from knowlm.ie.prompts import check_wording
+
         if self.unit not in ("sentence", "document"):
             raise KnowlmError(f"unit must be sentence or document, got {self.unit!r}")
+        for name, values, allowed in (("records", self.records, RECORD_UNITS), ("tasks", self.tasks, TASKS)):
+            if not values or any(v not in allowed for v in values):
+                raise KnowlmError(f"{name} takes one or more of {', '.join(allowed)}, got {','.join(values) or 'nothing'}")
+        if self.names not in NAMES:
+            raise KnowlmError(f"names must be one of {', '.join(NAMES)}, got {self.names!r}")
+        if self.entities not in ENTITIES:
+            raise KnowlmError(f"entities must be one of {', '.join(ENTITIES)}, got {self.entities!r}")
+        check_wording(self.wording)
+        if self.augment < 0:
+            raise KnowlmError("augment must be >= 0")
+        if self.substitute < 0:
+            raise KnowlmError("substitute must be >= 0")
+        if not 0.0 <= self.augment_swap <= 1.0:
+            raise KnowlmError("augment_swap must be between 0 and 1")
         if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or abs(sum(self.split_ratios) - 1) > 1e-6:
             raise KnowlmError("split ratios must be three non-negative numbers summing to 1, e.g. 0.8,0.1,0.1")
         if self.neg_ratio < 0:
             raise KnowlmError("neg_ratio must be >= 0")
-
-
-@dataclass
-class LabelledDocument:
-    id: str
-    lang: str
-    records: list[dict]
-    triples: list[tuple[str, str, str]]  # canonical (head name, relation, tail name), for quality checks
 
 
 def read_corpus(paths: Iterable[str | Path], stats: Counter) -> Iterator[dict]:
@@ -109,39 +131,51 @@ class DistantLabeller:
         by_unit: dict[int, list[Linked]] = defaultdict(list)
         for item in linked:
             by_unit[item.sentence].append(item)
-        records, named = [], []
+        labelled, named, ids = [], [], []
         for index, unit_links in sorted(by_unit.items()):
             candidates = candidate_triples(self.graph, unit_links)
             self.counts["candidate_triples"] += len(candidates)
             kept = self.filter.apply(self.graph, candidates, units[index])
             self.counts["triples"] += len(kept)
             named += [self._names(t) for t in kept]
-            if kept or (self.config.keep_empty and len(unit_links) >= 2):
-                records.append(self._record(doc["id"], index, units[index], lang, unit_links, kept))
-        return LabelledDocument(doc["id"], lang, records, named)
+            ids += [(t.head.entity, t.relation, t.tail.entity) for t in kept]
+            # every sentence with a linked mention is kept (substitution renames them all); records()
+            # decides which ones become records
+            spans = {id(item): Span(item.entity, item.mention.text, item.mention.start) for item in unit_links}
+            facts = [Fact(spans[id(t.head)], t.relation, spans[id(t.tail)]) for t in kept]
+            labelled.append(LabelledUnit(index, units[index], offsets[index], sorted(spans.values(), key=lambda s: s.start), facts))
+        doc_result = LabelledDocument(doc["id"], lang, [], named, labelled, text, ids)
+        doc_result.records = self.records(doc_result)
+        return doc_result
 
     def _names(self, triple: Triple) -> tuple[str, str, str]:
         return (self.graph.entities[triple.head.entity].name, triple.relation, self.graph.entities[triple.tail.entity].name)
 
-    def _record(self, doc_id: str, index: int, unit: str, lang: str, links: list[Linked], triples: list[Triple]) -> dict:
-        text = unit.strip()
-        shift = len(unit) - len(unit.lstrip())
-        entities = []
-        for item in sorted(links, key=lambda l: l.mention.start):
-            entity = self.graph.entities[item.entity]
-            entities.append({"text": item.mention.text, "type": entity.type, "start": item.mention.start - shift, "end": item.mention.end - shift})
-        relations = [
-            {
-                "head": t.head.mention.text,
-                "relation": t.relation,
-                "tail": t.tail.mention.text,
-                "head_type": self.graph.entities[t.head.entity].type,
-                "tail_type": self.graph.entities[t.tail.entity].type,
-            }
-            for t in triples
-        ]
-        suffix = f"#s{index}" if self.config.unit == "sentence" else ""
-        return {"id": f"{doc_id}{suffix}", "text": text, "lang": lang, "source": "kg2instruct", "entities": entities, "relations": relations}
+    def records(self, doc: LabelledDocument, source: str = "kg2instruct") -> list[dict]:
+        """The records of a labelled document: per unit and/or one for the whole document."""
+        cfg = self.config
+        out = []
+        if "unit" in cfg.records:
+            for unit in doc.units:
+                if not (unit.facts or (cfg.keep_empty and len(unit.spans) >= 2)):
+                    continue
+                shift = len(unit.text) - len(unit.text.lstrip())
+                suffix = f"#s{unit.index}" if cfg.unit == "sentence" else ""
+                out.append(make_record(self.graph, f"{doc.id}{suffix}", unit.text.strip(), doc.lang,
+                                       [_moved(f, -shift) for f in unit.facts], [_moved(s, -shift) for s in unit.spans],
+                                       cfg.names, cfg.entities, source))
+        if "document" in cfg.records and cfg.unit == "sentence" and any(u.facts for u in doc.units):
+            facts = [_moved(f, u.offset) for u in doc.units for f in u.facts]
+            spans = [_moved(s, u.offset) for u in doc.units for s in u.spans]
+            out.append(make_record(self.graph, doc.id, doc.text, doc.lang, facts, spans, cfg.names, cfg.entities, source))
+        return out
+
+
+def _moved(item, delta: int):
+    """A span or fact with its offsets moved by ``delta`` characters."""
+    if isinstance(item, Fact):
+        return Fact(_moved(item.head, delta), item.relation, _moved(item.tail, delta))
+    return Span(item.entity, item.text, item.start + delta)
 
 
 def split_of(doc_id: str, ratios: tuple[float, float, float], seed: int) -> str:
@@ -159,25 +193,99 @@ def relations_by_lang(records: Iterable[dict]) -> dict[str, list[str]]:
     return {lang: sorted(names) for lang, names in found.items()}
 
 
-def make_instructions(records: list[dict], split: str, inventory: dict[str, list[str]], config: KG2InstructConfig, schema: RelationSchema | None) -> list[dict]:
+def entity_types_by_lang(records: Iterable[dict]) -> dict[str, list[str]]:
+    found: dict[str, dict[str, None]] = defaultdict(dict)
+    for record in records:
+        for entity in record["entities"]:
+            found[record["lang"]][entity["type"]] = None
+    return {lang: sorted(names) for lang, names in found.items()}
+
+
+def make_instructions(records: list[dict], split: str, inventory: dict[str, dict[str, list[str]]], config: KG2InstructConfig,
+                      schema: RelationSchema | None) -> list[dict]:
     """Instruction records for one split: train samples negatives; dev/test ask about the whole schema."""
     from knowlm.ie import records_to_instructions
 
     out: list[dict] = []
-    for lang, names in sorted(inventory.items()):
-        items = {n: schema.descriptions.get(n, "") for n in names} if schema and schema.descriptions else names
-        subset = [r for r in records if r["lang"] == lang]
-        for style in config.styles:
-            out += records_to_instructions(
-                subset,
-                "re",
-                items,
-                style=style,
-                lang=lang,
-                split_num=config.split_num,
-                neg_ratio=config.neg_ratio if split == "train" else None,
-                seed=config.seed,
-            )
+    for task in config.tasks:
+        for lang, names in sorted(inventory[task].items()):
+            items = names
+            if task == "re" and schema and schema.descriptions:
+                items = {n: schema.descriptions.get(n, "") for n in names}
+            groups = confusable_relations(schema, names) if task == "re" and schema and config.hard_negatives else []
+            subset = [r for r in records if r["lang"] == lang]
+            for style in config.styles:
+                out += records_to_instructions(
+                    subset,
+                    task,
+                    items,
+                    style=style,
+                    lang=lang,
+                    split_num=config.split_num if task == "re" else None,
+                    neg_ratio=config.neg_ratio if split == "train" else None,
+                    seed=config.seed,
+                    hard_groups=groups,
+                    wording=config.wording,
+                )
+    return out
+
+
+def confusable_relations(schema: RelationSchema, names: list[str]) -> list[list[str]]:
+    """For each relation, it and the relations whose head types and tail types both overlap its
+    own (``place of birth`` / ``place of death`` / ``located in``...): the hard negatives."""
+    groups = []
+    for name in names:
+        heads, tails = schema.head_types.get(name, set()), schema.tail_types.get(name, set())
+        similar = [other for other in names if other != name
+                   and heads & schema.head_types.get(other, set()) and tails & schema.tail_types.get(other, set())]
+        if similar:
+            groups.append([name, *similar])
+    return groups
+
+
+def read_holdout(path: str | Path) -> list[dict]:
+    """Records (``id`` and optional ``relations``) of documents no output may contain."""
+    path = Path(path)
+    if not path.is_file():
+        raise KnowlmError(f"holdout file not found: {path}")
+    rows = list(iter_jsonl(path, strict=True))
+    if any(not isinstance(r, dict) or r.get("id") is None for r in rows):
+        raise KnowlmError(f"{path}: every held-out record needs an 'id' (the corpus document id)")
+    return rows
+
+
+def held_out_triples(graph: KnowledgeGraph, labelled: list[LabelledDocument], holdout: list[dict]) -> set[tuple[str, str, str]]:
+    """Graph triples (ids) a held-out document states: found by the labeller or annotated by hand."""
+    ids = {str(r["id"]) for r in holdout}
+    found = {t for doc in labelled if doc.id in ids for t in doc.triple_ids}
+    by_name: dict[str, set[str]] = defaultdict(set)
+    for entity in graph.entities.values():
+        for name in (entity.name, *entity.aliases):
+            by_name[name].add(entity.id)
+    for record in holdout:
+        for rel in record.get("relations") or []:
+            for head in by_name.get(str(rel.get("head")), ()):
+                for tail in by_name.get(str(rel.get("tail")), ()):
+                    if rel.get("relation") in graph.edges.get((head, tail), ()):
+                        found.add((head, rel["relation"], tail))
+    return found
+
+
+def augmented_records(graph: KnowledgeGraph, config: KG2InstructConfig, exclude: set[tuple[str, str, str]],
+                      templates_path: str | Path | None) -> list[dict]:
+    """``config.augment`` passages from the graph's triples (none of ``exclude``), languages in turn."""
+    from knowlm.ie.kg2instruct.augment import PassageWriter, load_templates
+
+    if templates_path is None:
+        from knowlm.resources import path as resource_path
+
+        templates_path = resource_path("kg_templates.yaml")
+    writer = PassageWriter(graph, load_templates(templates_path), exclude, config.seed, config.augment_swap)
+    langs = sorted({writer.lang_of[r] for facts in writer.facts.values() for r, _ in facts})
+    out = []
+    for i in range(config.augment):
+        lang, text, facts, spans = writer.passage(langs[i % len(langs)])
+        out.append(make_record(graph, f"kg-augment-{i}", text, lang, facts, spans, config.names, config.entities, source="kg-augment"))
     return out
 
 
@@ -190,17 +298,24 @@ def kg2instruct(
     relation_map_path: str | Path | None = None,
     gold_path: str | Path | None = None,
     progress: bool = False,
+    holdout_path: str | Path | None = None,
+    templates_path: str | Path | None = None,
     allow_empty: bool = False,
 ) -> dict:
     """Run the whole pipeline into ``output`` (atomically) and return the statistics.
 
-    A graph without relations, or a corpus in which no triple is found, is a KnowlmError unless
+    ``holdout_path``: IE records (e.g. a hand-annotated test set) whose documents appear in no
+    output and whose triples are never used for augmentation. ``output/texts.jsonl`` holds the
+    documents (and passages) that training may read, e.g. for continued pretraining. A graph
+    without relations, or a corpus in which no triple is found, is a KnowlmError unless
     ``allow_empty`` (then the empty files are written)."""
     config = config or KG2InstructConfig()
     corpus, kg = [Path(p) for p in corpus], [Path(p) for p in kg]
     for path in [*corpus, *kg]:
         if not path.is_file():
             raise KnowlmError(f"input file not found: {path}")
+    holdout = read_holdout(holdout_path) if holdout_path else []
+    held_ids = {str(r["id"]) for r in holdout}
     schema = RelationSchema.load(schema_path) if schema_path else None
     graph = KnowledgeGraph.load(kg, load_relation_map(relation_map_path))
     if not graph.relation_counts and not allow_empty:
@@ -215,17 +330,37 @@ def kg2instruct(
     labelled = [labeller.label(doc) for doc in documents]
     if not labelled:
         raise KnowlmError("the corpus holds no documents with text")
+    kept_docs = [doc for doc in labelled if doc.id not in held_ids]
 
     splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    for doc in labelled:
+    for doc in kept_docs:
         splits[split_of(doc.id, config.split_ratios, config.seed)] += doc.records
-    all_records = [r for doc in labelled for r in doc.records]
-    inventory = relations_by_lang(all_records)
+    exclude = held_out_triples(graph, labelled, holdout)
+    augmented = augmented_records(graph, config, exclude, templates_path) if config.augment else []
+    n_templated = len(augmented)
+    texts = [{"id": doc.id, "text": doc.text, "lang": doc.lang, "source": "corpus"} for doc in kept_docs]
+    texts += [{"id": r["id"], "text": r["text"], "lang": r["lang"], "source": r["source"]} for r in augmented]
+    if config.substitute:
+        from knowlm.ie.kg2instruct.substitute import Substituter
+
+        substituter = Substituter(graph, exclude, config.seed)
+        for doc in kept_docs:
+            if split_of(doc.id, config.split_ratios, config.seed) != "train":
+                continue
+            for k in range(config.substitute):
+                variant = substituter.variant(doc, f"~{k}")
+                if variant is not None:
+                    augmented += labeller.records(variant, source="kg-substitute")
+                    texts.append({"id": variant.id, "text": variant.text, "lang": variant.lang, "source": "kg-substitute"})
+    splits["train"] += augmented
+    all_records = [r for doc in kept_docs for r in doc.records] + augmented
+    inventory = {"re": relations_by_lang(all_records), "ner": entity_types_by_lang(all_records)}
     instructions = {name: make_instructions(recs, name, inventory, config, schema) for name, recs in splits.items()}
 
     per_relation = Counter(r["relation"] for rec in all_records for r in rec["relations"])
     stats = {
         "documents": labeller.counts["documents"],
+        "held_out_documents": len(labelled) - len(kept_docs),
         "sentences": labeller.counts["sentences"],
         "mentions": labeller.counts["mentions"],
         "linking": asdict(labeller.link_stats),
@@ -234,6 +369,8 @@ def kg2instruct(
         "triples": labeller.counts["triples"],
         "triples_per_relation": dict(per_relation.most_common()),
         "records": len(all_records),
+        "augmented_records": n_templated,
+        "substituted_records": len(augmented) - n_templated,
         "records_per_split": {k: len(v) for k, v in splits.items()},
         "instructions_per_split": {k: len(v) for k, v in instructions.items()},
         "skipped_input": dict(read_counts),
@@ -251,6 +388,8 @@ def kg2instruct(
         write_jsonl(tmp / "records.jsonl", all_records)
         for name in SPLITS:
             write_jsonl(tmp / f"{name}.jsonl", instructions[name])
+        write_jsonl(tmp / "texts.jsonl", texts)
+        (tmp / "schema.json").write_text(json.dumps({t: inventory[t] for t in config.tasks}, ensure_ascii=False, indent=2), encoding="utf-8")
         (tmp / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2), encoding="utf-8")
         from knowlm.ie.kg2instruct.report import write_report
 
