@@ -9,15 +9,24 @@ import json
 import pytest
 
 from knowlm.errors import KnowlmError
-from knowlm.demo_extract import FALLBACK_GOLD
 from knowlm.train import SFTConfig, sft
 from knowlm.train.ie_eval import IEEvaluator, load_dev_records, tasks_of
 from knowlm.train.metrics import read_metrics
 
 
+DEV = [
+    {"id": "ie-demo-0", "lang": "en", "text": "Marie Curie was born in Warsaw in 1867.",
+     "relations": [{"head": "Marie Curie", "relation": "place of birth", "tail": "Warsaw"}]},
+    {"id": "ie-demo-1", "lang": "en", "text": "Zhejiang University is a public university in Hangzhou, China.",
+     "relations": [{"head": "Zhejiang University", "relation": "located in", "tail": "Hangzhou"}]},
+    {"id": "ie-demo-2", "lang": "en", "text": "The Yangtze River flows through Shanghai.",
+     "relations": [{"head": "Yangtze River", "relation": "flows through", "tail": "Shanghai"}]},
+]
+
+
 @pytest.fixture
 def dev_file(write_records):
-    records = copy.deepcopy(FALLBACK_GOLD[:3])
+    records = copy.deepcopy(DEV)
     records[0]["entities"] = [{"text": "Marie Curie", "type": "person"}]
     return write_records(records, "dev.jsonl")
 
