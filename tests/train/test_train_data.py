@@ -185,7 +185,7 @@ def test_shipped_presets_load():
     from knowlm.train.config import CONFIG_DIR, PretrainConfig
 
     for path in CONFIG_DIR.glob("*.yaml"):
-        cls = PretrainConfig if path.stem.startswith("pretrain") else SFTConfig
+        cls = PretrainConfig if path.stem.startswith("pretrain") or path.stem.endswith("_pretrain") else SFTConfig
         cfg = build_config(cls, path.stem, {"model": "m", "data": ["d"], "output": "o"})
         assert cfg.micro_batch_size >= 1
     cfg = build_config(SFTConfig, "sft_oneke", {"model": "m", "data": ["d"], "output": "o", "lora_r": 4})
