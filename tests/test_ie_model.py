@@ -16,19 +16,20 @@ from knowlm.decoding import DecodingParams
 
 # (id, task, lang, text, constrained, expected items): entities as [text, type], relations as [head, relation, tail]
 CASES = [
-    {"id": "en-039", "task": "ner", "lang": "en", "text": "Steve Jobs was born in San Francisco in 1955 and grew up in Mountain View and Los Altos, California.", "constrained": False, "expected": [["1955", "date"], ["Mountain View", "location"]]},
-    {"id": "en-043", "task": "ner", "lang": "en", "text": "Bill Gates was born in Seattle in 1955 and attended Lakeside School, where he met Paul Allen and first programmed computers.", "constrained": False, "expected": [["1955", "date"], ["Seattle", "location"]]},
-    {"id": "zh-019", "task": "ner", "lang": "zh", "text": "马云（Jack Ma），1964年出生于杭州，是阿里巴巴集团的主要创始人。", "constrained": False, "expected": [["1964年", "日期"], ["杭州", "地点"], ["阿里巴巴", "组织机构"], ["马云", "人物"]]},
-    {"id": "zh-014", "task": "ner", "lang": "zh", "text": "浙江大学（Zhejiang University）是位于浙江省杭州市的一所综合性研究型大学，其前身是1897年由杭州知府林启创办的求是书院，是中国人自己最早创办的新式高等学校之一。", "constrained": False, "expected": [["1897年", "日期"], ["杭州", "地点"], ["浙江大学", "组织机构"]]},
-    {"id": "en-005", "task": "re", "lang": "en", "text": "Albert Einstein was a theoretical physicist born in Ulm in 1879.", "constrained": False, "expected": [["Albert Einstein", "date of birth", "1879"]]},
-    {"id": "en-038", "task": "re", "lang": "en", "text": "The company is headquartered at Apple Park in Cupertino, California, a ring-shaped campus that opened in 2017.", "constrained": False, "expected": [["Cupertino", "located in", "California"]]},
-    {"id": "zh-001", "task": "re", "lang": "zh", "text": "鲁迅（1881年—1936年），原名周树人，出生于浙江绍兴，是中国现代文学的奠基人之一。", "constrained": False, "expected": [["绍兴", "所属省份", "浙江"]]},
-    {"id": "zh-009", "task": "re", "lang": "zh", "text": "沈从文（1902年—1988年），出生于湖南凤凰，是中国现代著名作家。", "constrained": False, "expected": [["沈从文", "出生日期", "1902年"]]},
-    {"id": "en-011", "task": "ner", "lang": "en", "text": "Charles Darwin was an English naturalist born in Shrewsbury on 12 February 1809, the same day as Abraham Lincoln.", "constrained": True, "expected": [["1809", "date"], ["Charles Darwin", "person"], ["Shrewsbury", "location"]]},
-    {"id": "en-039", "task": "ner", "lang": "en", "text": "Steve Jobs was born in San Francisco in 1955 and grew up in Mountain View and Los Altos, California.", "constrained": True, "expected": [["1955", "date"], ["Mountain View", "location"], ["Steve Jobs", "person"]]},
-    {"id": "zh-009", "task": "ner", "lang": "zh", "text": "沈从文（1902年—1988年），出生于湖南凤凰，是中国现代著名作家。", "constrained": True, "expected": [["1902年", "日期"], ["1988年", "日期"], ["沈从文", "人物"], ["湖南", "地点"]]},
-    {"id": "zh-029", "task": "ner", "lang": "zh", "text": "1892年，爱国华侨张弼士在烟台创办了张裕酿酒公司，这是中国第一家工业化生产葡萄酒的企业。", "constrained": True, "expected": [["1892年", "日期"], ["张弼士", "人物"], ["张裕", "组织机构"], ["烟台", "地点"]]},
-    {"id": "zh-084", "task": "re", "lang": "zh", "text": "1946年，梁思成创办了清华大学建筑系，并长期担任系主任。", "constrained": True, "expected": [["梁思成", "就职于", "清华大学"]]},
+    {"id": "en-005", "task": "ner", "lang": "en", "text": "Albert Einstein was a theoretical physicist born in Ulm in 1879.", "constrained": False, "expected": [["1879", "date"], ["Albert Einstein", "person"], ["Ulm", "location"]]},
+    {"id": "en-016", "task": "ner", "lang": "en", "text": "Princeton University is a private research university in Princeton, New Jersey, chartered in 1746 as the College of New Jersey.", "constrained": False, "expected": [["1746", "date"], ["Princeton", "location"], ["Princeton University", "organization"]]},
+    {"id": "zh-009", "task": "ner", "lang": "zh", "text": "沈从文（1902年—1988年），出生于湖南凤凰，是中国现代著名作家。", "constrained": False, "expected": [["1902年", "日期"], ["1988年", "日期"], ["凤凰", "地点"], ["沈从文", "人物"], ["湖南", "地点"]]},
+    {"id": "zh-015", "task": "ner", "lang": "zh", "text": "竺可桢（1890年—1974年），字藕舫，浙江上虞（今属绍兴）人，是中国近代气象学和地理学的奠基人。", "constrained": False, "expected": [["1890年", "日期"], ["1974年", "日期"], ["浙江", "地点"], ["竺可桢", "人物"], ["绍兴", "地点"]]},
+    {"id": "en-005", "task": "re", "lang": "en", "text": "Albert Einstein was a theoretical physicist born in Ulm in 1879.", "constrained": False, "expected": [["Albert Einstein", "date of birth", "1879"], ["Albert Einstein", "place of birth", "Ulm"]]},
+    {"id": "en-016", "task": "re", "lang": "en", "text": "Princeton University is a private research university in Princeton, New Jersey, chartered in 1746 as the College of New Jersey.", "constrained": False, "expected": [["Princeton University", "inception", "1746"], ["Princeton University", "located in", "Princeton"]]},
+    {"id": "zh-038", "task": "re", "lang": "zh", "text": "杨振宁，1922年出生于安徽合肥，是享誉世界的理论物理学家。", "constrained": False, "expected": [["杨振宁", "出生地", "合肥"], ["杨振宁", "出生日期", "1922年"], ["杨振宁", "研究领域", "物理学"]]},
+    {"id": "zh-066", "task": "re", "lang": "zh", "text": "莫言，本名管谟业，1955年出生于山东高密县东北乡的一个农民家庭。", "constrained": False, "expected": [["莫言", "出生地", "高密"], ["莫言", "出生日期", "1955年"], ["高密", "所属省份", "山东"]]},
+    {"id": "en-043", "task": "ner", "lang": "en", "text": "Bill Gates was born in Seattle in 1955 and attended Lakeside School, where he met Paul Allen and first programmed computers.", "constrained": True, "expected": [["1955", "date"], ["Bill Gates", "person"], ["Lakeside School", "organization"], ["Seattle", "location"]]},
+    {"id": "en-070", "task": "ner", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": True, "expected": [["1892", "date"], ["Bloemfontein", "location"], ["J. R. R. Tolkien", "person"], ["South Africa", "location"]]},
+    {"id": "zh-001", "task": "ner", "lang": "zh", "text": "鲁迅（1881年—1936年），原名周树人，出生于浙江绍兴，是中国现代文学的奠基人之一。", "constrained": True, "expected": [["1881年", "日期"], ["1936年", "日期"], ["浙江", "地点"], ["绍兴", "地点"], ["鲁迅", "人物"]]},
+    {"id": "zh-009", "task": "ner", "lang": "zh", "text": "沈从文（1902年—1988年），出生于湖南凤凰，是中国现代著名作家。", "constrained": True, "expected": [["1902年", "日期"], ["1988年", "日期"], ["凤凰", "地点"], ["沈从文", "人物"], ["湖南", "地点"]]},
+    {"id": "zh-001", "task": "re", "lang": "zh", "text": "1918年，鲁迅在《新青年》上发表《狂人日记》，这是中国第一篇现代白话短篇小说！", "constrained": True, "expected": [["狂人日记", "作者", "鲁迅"], ["狂人日记", "发表时间", "1918年"]]},
+    {"id": "zh-036", "task": "re", "lang": "zh", "text": "1955年，屠呦呦从北京医学院药学系毕业，随后进入卫生部中医研究院（今中国中医科学院）工作。", "constrained": True, "expected": [["屠呦呦", "毕业院校", "北京医学院"], ["屠呦呦", "研究领域", "药学"]]},
 ]
 PARAMS = DecodingParams(max_new_tokens=128)
 
@@ -160,7 +161,7 @@ def test_generate_cases_answers_the_ie_cases_file(cli, ie_model_dir, tmp_path):
 @pytest.mark.slow
 def test_tuning_teaches_extraction_on_held_out_documents(ie_model_dir, ie_schema, tmp_path):
     """The recipe's tuned model against its untuned base (the shipped pretrained checkpoint) on 16
-    held-out documents: the base extracts nothing right, the tuned model finds many gold entities."""
+    held-out documents: the base extracts nothing right, the tuned model finds many gold entities and relations."""
     from knowlm.demo_extract import evaluate_stage, held_out_gold
     from knowlm.train import ie_recipe
 
@@ -169,9 +170,6 @@ def test_tuning_teaches_extraction_on_held_out_documents(ie_model_dir, ie_schema
     before = evaluate_stage(tmp_path, ie_recipe.shipped_dir("pretrained"), "before", [dict(g) for g in gold], ie_schema)
     after = evaluate_stage(tmp_path, ie_model_dir, "after", [dict(g) for g in gold], ie_schema)
     assert before["scores"]["all"]["entity"]["f1"] < 0.05 and before["scores"]["all"]["relation"]["f1"] < 0.05
-    assert after["scores"]["all"]["entity"]["f1"] >= ENTITY_F1_FLOOR
-    assert after["scores"]["all"]["entity"]["f1"] > before["scores"]["all"]["entity"]["f1"] + 0.1
-    assert after["scores"]["all"]["relation"]["f1"] > before["scores"]["all"]["relation"]["f1"]
-
-
-ENTITY_F1_FLOOR = 0.15
+    # measured when the checkpoint was shipped: entity F1 0.409, relation F1 0.118 on these 16 documents
+    assert after["scores"]["all"]["entity"]["f1"] >= 0.35 and after["scores"]["all"]["relation"]["f1"] >= 0.08
+    assert after["scores"]["all"]["entity"]["f1"] > before["scores"]["all"]["entity"]["f1"] + 0.3

@@ -38,8 +38,8 @@ class Recipe:
 
     kg2instruct: dict = field(default_factory=lambda: {
         "styles": ["json"], "wording": "compact", "tasks": ["re", "ner"], "records": ["unit", "document"],
-        "names": "canonical", "entities": "arguments", "augment": 6000, "augment_swap": 0.5, "hard_negatives": True,
-        "neg_ratio": 2.0, "keep_empty": True, "split_ratios": [0.9, 0.1, 0.0], "seed": 0,
+        "names": "canonical", "entities": "arguments", "augment": 12000, "augment_swap": 0.5, "substitute": 2,
+        "hard_negatives": True, "neg_ratio": 2.0, "keep_empty": True, "split_ratios": [0.9, 0.1, 0.0], "seed": 0,
     })
     vocab_size: int = 4000
     model: dict = field(default_factory=lambda: {
@@ -152,7 +152,7 @@ def commands(model: str = "BASE", workdir: str = "ie-work") -> list[str]:
         "knowlm kg2instruct --corpus corpus.jsonl --kg kg.jsonl --schema kg_schema.json --rules kg_rules.yaml "
         f"--templates kg_templates.yaml --holdout kg_gold.jsonl --gold kg_gold.jsonl --style {','.join(k['styles'])} "
         f"--wording {k['wording']} --task {','.join(k['tasks'])} --records {','.join(k['records'])} --names {k['names']} "
-        f"--entities {k['entities']} --augment {k['augment']} --augment-swap {k['augment_swap']} --hard-negatives "
+        f"--entities {k['entities']} --augment {k['augment']} --augment-swap {k['augment_swap']} --substitute {k['substitute']} --hard-negatives "
         f"--neg-ratio {k['neg_ratio']} --keep-empty --split {','.join(str(r) for r in k['split_ratios'])} --output {workdir}/kg2i",
         f"knowlm data prepare --input {workdir}/kg2i/texts.jsonl --tokenizer {model} --output-prefix {workdir}/corpus/texts "
         f"--seq-len {RECIPE.seq_len} --pack best-fit",
