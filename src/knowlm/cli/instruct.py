@@ -14,7 +14,7 @@ from knowlm.errors import KnowlmError
 
 instruct_app = typer.Typer(
     help="Instruction data: generate it (self-instruct, back-translation, KG2Instruction) and select it with a YAML pipeline.\n\n"
-    "Example: knowlm instruct select --input demo-work/kg2instruct/train.jsonl --output demo-work/examples/selected.jsonl",
+    "Example: knowlm instruct select --input demo-work/instructions.sample.jsonl --output demo-work/examples/selected.jsonl",
     no_args_is_help=True,
 )
 
@@ -131,7 +131,7 @@ def select_cmd(
 ) -> None:
     """Select instruction data: apply selectors in order and report what each dropped and why.
 
-    Example: knowlm instruct select --input demo-work/kg2instruct/train.jsonl --output demo-work/examples/selected.jsonl --rejected demo-work/examples/dropped.jsonl
+    Example: knowlm instruct select --input demo-work/instructions.sample.jsonl --output demo-work/examples/selected.jsonl --rejected demo-work/examples/dropped.jsonl
     """
     from rich.table import Table
 
