@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 from knowlm.errors import KnowlmError
 from knowlm.ie.kg2instruct.graph import KnowledgeGraph, RelationSchema, load_relation_map
+from knowlm.ie.kg2instruct.holdout import held_out_triples, read_holdout
 from knowlm.ie.kg2instruct.linking import Linked, LinkStats, link_document
 from knowlm.ie.kg2instruct.mentions import MentionFinder
 from knowlm.ie.kg2instruct.records import ENTITIES, NAMES, Fact, LabelledDocument, LabelledUnit, Span, make_record
@@ -241,34 +242,6 @@ def confusable_relations(schema: RelationSchema, names: list[str]) -> list[list[
         if similar:
             groups.append([name, *similar])
     return groups
-
-
-def read_holdout(path: str | Path) -> list[dict]:
-    """Records (``id`` and optional ``relations``) of documents no output may contain."""
-    path = Path(path)
-    if not path.is_file():
-        raise KnowlmError(f"holdout file not found: {path}")
-    rows = list(iter_jsonl(path, strict=True))
-    if any(not isinstance(r, dict) or r.get("id") is None for r in rows):
-        raise KnowlmError(f"{path}: every held-out record needs an 'id' (the corpus document id)")
-    return rows
-
-
-def held_out_triples(graph: KnowledgeGraph, labelled: list[LabelledDocument], holdout: list[dict]) -> set[tuple[str, str, str]]:
-    """Graph triples (ids) a held-out document states: found by the labeller or annotated by hand."""
-    ids = {str(r["id"]) for r in holdout}
-    found = {t for doc in labelled if doc.id in ids for t in doc.triple_ids}
-    by_name: dict[str, set[str]] = defaultdict(set)
-    for entity in graph.entities.values():
-        for name in (entity.name, *entity.aliases):
-            by_name[name].add(entity.id)
-    for record in holdout:
-        for rel in record.get("relations") or []:
-            for head in by_name.get(str(rel.get("head")), ()):
-                for tail in by_name.get(str(rel.get("tail")), ()):
-                    if rel.get("relation") in graph.edges.get((head, tail), ()):
-                        found.add((head, rel["relation"], tail))
-    return found
 
 
 def augmented_records(graph: KnowledgeGraph, config: KG2InstructConfig, exclude: set[tuple[str, str, str]],
