@@ -77,3 +77,19 @@ def test_ie_and_best_option_errors(tiny_model_dir, short_sft_file, tmp_path, ext
                 strategy="single", cutoff_len=192)
     with pytest.raises(KnowlmError, match=message):
         sft(build_config(SFTConfig, None, {**base, **extra}), quiet=True)
+
+
+def test_evaluator_asks_in_the_training_data_wording(dev_file, tiny_tokenizer, tmp_path):
+    """Tuning on compact-worded instructions is evaluated with compact prompts (full ones were never taught)."""
+    from types import SimpleNamespace
+
+    from knowlm.ie import records_to_instructions
+
+    rows = list(records_to_instructions(copy.deepcopy(DEV), "re", ["place of birth", "located in"], lang="en", wording="compact"))
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = SimpleNamespace(eval_ie=str(dev_file), eval_ie_max_records=0, eval_ie_task="auto", eval_ie_every=1,
+                          eval_ie_max_new_tokens=8, micro_batch_size=1, data=[str(data)])
+    assert IEEvaluator.from_config(cfg, tiny_tokenizer, "raw").wording == "compact"
+    cfg.data = []
+    assert IEEvaluator.from_config(cfg, tiny_tokenizer, "raw").wording == "full"

@@ -38,10 +38,15 @@ def dev_records(data_file: Path, out: Path, limit: int = 6) -> Path | None:
     from knowlm.ie.kg2instruct import split_of
     from knowlm.utils.jsonl import read_jsonl, write_jsonl
 
+    import json
+
     records_path = data_file.parent / "records.jsonl"
     if not records_path.is_file():
         return None
-    dev = [r for r in read_jsonl(records_path) if r.get("relations") and split_of(r["id"].split("#")[0], (0.8, 0.1, 0.1), 0) == "dev"]
+    stats = data_file.parent / "stats.json"  # the split the KG2Instruction run used, so dev documents are not trained on
+    config = json.loads(stats.read_text(encoding="utf-8")).get("config", {}) if stats.is_file() else {}
+    ratios, seed = tuple(config.get("split_ratios", (0.8, 0.1, 0.1))), int(config.get("seed", 0))
+    dev = [r for r in read_jsonl(records_path) if r.get("relations") and split_of(r["id"].split("#")[0], ratios, seed) == "dev"]
     dev.sort(key=lambda r: (r["lang"] != "en", len(r["text"])))
     if not dev:
         return None

@@ -62,6 +62,7 @@ class IEEvaluator:
     max_new_tokens: int = 128
     batch_size: int = 16
     style: str = "json"
+    wording: str = "full"  # the IE prompt wording of the training data: ask the model as it is taught
 
     @classmethod
     def from_config(cls, cfg, tokenizer, template: str) -> "IEEvaluator":
@@ -70,8 +71,11 @@ class IEEvaluator:
         records = load_dev_records(cfg.eval_ie, cfg.eval_ie_max_records)
         tasks = tasks_of(records, cfg.eval_ie_task)
         schemas = {t: schema_from_records(records, t) for t in tasks}
+        from knowlm.train.sft import data_ie_wording
+
+        wording = (data_ie_wording(cfg.data) if getattr(cfg, "data", None) else None) or "full"
         return cls(records, tasks, schemas, tokenizer, template, cfg.eval_ie_every, cfg.eval_ie_max_new_tokens,
-                   max(1, cfg.micro_batch_size * 4))
+                   max(1, cfg.micro_batch_size * 4), wording=wording)
 
     def predict(self, model, autocast, rank: int = 0, world: int = 1) -> dict[str, list[dict]]:
         """This process's predictions per task (records ``rank::world``)."""
@@ -85,7 +89,7 @@ class IEEvaluator:
             params = DecodingParams(max_new_tokens=self.max_new_tokens)
             texts = [{"id": r["id"], "text": r["text"], "lang": r.get("lang")} for r in mine]
             with autocast:
-                return {task: extract_texts(generator, texts, task, self.schemas[task], style=self.style,
+                return {task: extract_texts(generator, texts, task, self.schemas[task], style=self.style, wording=self.wording,
                                             params=params, batch_size=self.batch_size) if texts else []
                         for task in self.tasks}
         finally:
