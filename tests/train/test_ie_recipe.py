@@ -76,3 +76,23 @@ def test_shipped_checkpoints_match_the_current_recipe_and_data():
     tuned = ie_recipe.shipped_dir("tuned")
     assert read_manifest(tuned)["ie_wording"] == "compact" and read_manifest(tuned)["template"] == "raw"
     assert json.loads((tuned / ie_recipe.SCHEMA_FILE).read_text(encoding="utf-8"))["re"]["zh"]
+
+
+def test_retrain_scores_extraction_on_dev_documents_while_tuning(tmp_path):
+    """--retrain tunes with --eval-ie on dev-split documents of its own KG2Instruction run (the F1 curve)."""
+    kg = tmp_path / "kg2i"
+    kg.mkdir()
+    (kg / "stats.json").write_text(json.dumps({"config": {"split_ratios": [0.0, 1.0, 0.0], "seed": 0}}), encoding="utf-8")
+    records = [{"id": f"d{i}#s0", "text": f"Marie Curie was born in Warsaw in {1860 + i}.", "lang": "en",
+                "relations": [{"head": "Marie Curie", "relation": "place of birth", "tail": "Warsaw"}]} for i in range(3)]
+    (kg / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    options = ie_recipe.ie_eval_options(kg, tmp_path)
+    assert options == {"eval_ie": str(tmp_path / "dev-records.jsonl"), "eval_ie_every": ie_recipe.EVAL_IE_EVERY,
+                       "eval_ie_task": "auto", "eval_ie_max_new_tokens": 96}
+    assert len((tmp_path / "dev-records.jsonl").read_text(encoding="utf-8").splitlines()) == 3
+    run = tmp_path / "ie"
+    run.mkdir()
+    rows = [{"step": 10, "loss": 1.0}, {"step": 2000, "ie_entity_f1": 0.25, "ie_relation_f1": 0.0, "ie_f1": 0.125},
+            {"step": 4000, "ie_entity_f1": 0.5, "ie_relation_f1": 0.1, "ie_f1": 0.3}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert ie_recipe.ie_f1_by_step(run) == {2000: {"entity": 0.25, "relation": 0.0}, 4000: {"entity": 0.5, "relation": 0.1}}

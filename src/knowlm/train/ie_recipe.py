@@ -27,6 +27,7 @@ from typing import Callable
 NAME = "ie_tiny"
 SHIPPED = {"pretrained": "ie-tiny-pretrained", "tuned": "ie-tiny"}  # under knowlm/resources/models/
 SCHEMA_FILE = "ie_schema.json"  # the schema a tuned model was taught, next to its weights
+EVAL_IE_EVERY = 2000  # tuning steps between extraction scores on dev documents (--retrain)
 PRETRAIN_PRESET = "ie_tiny_pretrain"
 SFT_PRESET = "ie_tiny_sft"
 DATA_FILES = ("corpus.jsonl", "kg.jsonl", "kg_schema.json", "kg_rules.yaml", "kg_templates.yaml", "kg_gold.jsonl")
@@ -203,12 +204,32 @@ def retrain(workdir: Path, echo: Callable[[str], None] = print, instructions: Pa
     step("tiny base", lambda: build_base(kg2i, workdir / "base"))
     step("prepare texts", lambda: prepare_texts(kg2i, workdir / "base", workdir / "corpus" / "texts"))
     pre = step("pretrain", lambda: pretrain(workdir / "base", workdir / "corpus" / "texts", workdir / "pretrain"))
-    sft = step("sft", lambda: tune(workdir / "pretrain", kg2i, workdir / "ie"))
+    sft = step("sft", lambda: tune(workdir / "pretrain", kg2i, workdir / "ie", **ie_eval_options(kg2i, workdir)))
     describe(workdir / "pretrain", kg2i, timings["pretrain"], "pretrained")
     describe(workdir / "ie", kg2i, timings["pretrain"] + timings["sft"], "tuned")
     return {"instructions": str(kg2i), "pretrained": str(workdir / "pretrain"), "tuned": str(workdir / "ie"),
             "seconds": timings, "pretrain_loss": pre.get("final_loss"), "sft_loss": sft.get("final_loss"),
-            "training_seconds": round(timings["pretrain"] + timings["sft"], 1)}
+            "training_seconds": round(timings["pretrain"] + timings["sft"], 1), "ie_f1_by_step": ie_f1_by_step(workdir / "ie")}
+
+
+def ie_eval_options(instructions: Path, workdir: Path) -> dict:
+    """``--eval-ie`` on 24 dev-split documents of the KG2Instruction run, every :data:`EVAL_IE_EVERY` steps:
+    the extraction F1 curve in ``ie/metrics.jsonl`` and ``ie/loss.png``. Scoring reads the model and
+    changes nothing it learns, so the recipe (and its fingerprint) stays what it was."""
+    from knowlm.train.demo import dev_records
+
+    dev = dev_records(instructions / "train.jsonl", workdir / "dev-records.jsonl", limit=24)
+    if dev is None:
+        return {}
+    return {"eval_ie": str(dev), "eval_ie_every": EVAL_IE_EVERY, "eval_ie_task": "auto", "eval_ie_max_new_tokens": 96}
+
+
+def ie_f1_by_step(model_dir: Path) -> dict[int, dict[str, float]]:
+    """``{step: {"entity": F1, "relation": F1}}`` from a tuning run's metrics."""
+    from knowlm.train.metrics import read_metrics
+
+    return {r["step"]: {m: round(r[f"ie_{m}_f1"], 4) for m in ("entity", "relation") if f"ie_{m}_f1" in r}
+            for r in read_metrics(model_dir) if "ie_f1" in r}
 
 
 def export_checkpoint(source: Path, target: Path) -> Path:
