@@ -214,8 +214,8 @@ def retrain(workdir: Path, echo: Callable[[str], None] = print, instructions: Pa
 
 def ie_eval_options(instructions: Path, workdir: Path) -> dict:
     """``--eval-ie`` on 24 dev-split documents of the KG2Instruction run, every :data:`EVAL_IE_EVERY` steps:
-    the extraction F1 curve in ``ie/metrics.jsonl`` and ``ie/loss.png``. Scoring reads the model and
-    changes nothing it learns, so the recipe (and its fingerprint) stays what it was."""
+    the extraction F1 curve in ``ie/metrics.jsonl`` and ``ie/loss.png``. Scoring only reads the model
+    (greedy decoding, no optimizer step), so it is no recipe option and not in the fingerprint."""
     from knowlm.train.demo import dev_records
 
     dev = dev_records(instructions / "train.jsonl", workdir / "dev-records.jsonl", limit=24)
