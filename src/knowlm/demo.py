@@ -123,8 +123,7 @@ def stage_retrain(workdir: Path, echo: Callable[[str], None]) -> dict:
     """The whole recipe on this machine (what produced the shipped checkpoints)."""
     from knowlm.train import ie_recipe
 
-    result = ie_recipe.retrain(workdir / "recipe", echo=echo, instructions=workdir / "kg2instruct")
-    return {**result, "tuned": result["tuned"], "pretrained": result["pretrained"]}
+    return ie_recipe.retrain(workdir / "recipe", echo=echo, instructions=workdir / "kg2instruct")
 
 
 def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> dict:
@@ -188,13 +187,11 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
     kg_dir = Path(kg["output"])
     if retrain:
         models = report.run("the IE recipe: tiny base, pretraining (ie_tiny_pretrain), tuning (ie_tiny_sft)", lambda: stage_retrain(workdir, echo), echo)
-        tokenizer = Path(models["pretrained"])
     else:
         models = report.run("the IE recipe's checkpoints (shipped; knowlm demo --retrain reproduces them)", lambda: stage_shipped_models(workdir), echo)
-        tokenizer = Path(models["pretrained"])
     pretrained, tuned = Path(models["pretrained"]), Path(models["tuned"])
     report.run("prepare corpus (clean, dedup, split, pack at the training length, tokenize)",
-               lambda: ie_recipe.prepare_summary(kg_dir, tokenizer, workdir / "corpus" / "texts"), echo)
+               lambda: ie_recipe.prepare_summary(kg_dir, pretrained, workdir / "corpus" / "texts"), echo)
     gold = held_out_gold()
     schema = model_schema(tuned)
     stages = {
