@@ -265,6 +265,15 @@ def _ground(items: list[dict], field: str, text: str, notes: list[str], drop: bo
     return kept
 
 
+def _drop_self_relations(items: list[dict], notes: list[str]) -> list[dict]:
+    """A relation from an entity to itself (``Warsaw country Warsaw``) is never an answer: a small
+    model writes one when it has a relation key to fill and no second argument."""
+    kept = [r for r in items if r["head"].strip() != r["tail"].strip()]
+    if len(kept) < len(items):
+        notes.append(f"dropped_self_relation:{len(items) - len(kept)}")
+    return kept
+
+
 def _dedup(items: list[dict], field: str) -> list[dict]:
     from knowlm.ie.records import dedup, entity_key, event_key, relation_key
 
@@ -328,6 +337,8 @@ def parse_output(
                 if "head_type" not in rel:
                     rel["head_type"], rel["tail_type"] = _spo_types(schema, rel["relation"], None)
         items = _dedup(items, field)
+        if field == "relations":
+            items = _drop_self_relations(items, notes)
         if text is not None:
             items = _ground(items, field, text, notes, drop_hallucinated)
         return {field: items, "parse_notes": notes}
