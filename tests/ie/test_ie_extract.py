@@ -90,10 +90,14 @@ def _names_or_refuse(request):
 def test_chunks_cut_at_real_sentence_ends():
     text = "Alice met Bob. " * 6 + "Then Carol came."
     chunks = chunk_text(text, 40, len)
-    assert chunks == [(0, "Alice met Bob. Alice met Bob. "), (30, "Alice met Bob. Alice met Bob. "),
-                      (60, "Alice met Bob. Alice met Bob. "), (90, "Then Carol came.")]
+    assert chunks == [(0, "Alice met Bob. Alice met Bob."), (30, "Alice met Bob. Alice met Bob."),
+                      (60, "Alice met Bob. Alice met Bob."), (90, "Then Carol came.")]
+    assert all(text[start:start + len(chunk)] == chunk for start, chunk in chunks)
+    # no whitespace around a chunk (a trailing space before the prompt's closing quote derails a tuned model)
+    assert chunk_text("  Alice met Bob.\n\nThen Carol came.  ", 18, len) == [(2, "Alice met Bob."), (18, "Then Carol came.")]
+    assert chunk_text(" Alice met Bob.\n", 100, len) == [(1, "Alice met Bob.")] and chunk_text(" \n", 100, len) == []
     # abbreviations and initials do not end a sentence, so no chunk ends inside this one
-    assert chunk_text("Alice went home. Dr. Smith met J. K. Rowling.", 30, len) == [(0, "Alice went home. "), (17, "Dr. Smith met J. K. Rowling.")]
+    assert chunk_text("Alice went home. Dr. Smith met J. K. Rowling.", 30, len) == [(0, "Alice went home."), (17, "Dr. Smith met J. K. Rowling.")]
     assert chunk_text("浙江大学位于杭州。它创建于1897年。", 10, len, lang="zh") == [(0, "浙江大学位于杭州。"), (9, "它创建于1897年。")]
     assert chunk_text("一二三四五六七八九十一二", 5, len) == [(0, "一二三四"), (4, "五六七八"), (8, "九十一二")]  # no sentence end: cut by length
 

@@ -35,9 +35,12 @@ def _count(tokenizer, text: str) -> int:
 
 def chunk_text(text: str, budget: int, count, lang: str = "auto") -> list[tuple[int, str]]:
     """``(offset, chunk)`` pieces of ``text`` of at most ``budget`` tokens each, cut at sentence ends
-    (``knowlm.data.split_sentences``; a sentence longer than the budget is cut by characters)."""
+    (``knowlm.data.split_sentences``; a sentence longer than the budget is cut by characters).
+
+    Chunks carry no surrounding whitespace: a model tuned on trimmed inputs that is shown
+    ``Bern. "}`` instead of ``Bern."}`` at the end of its prompt loses the start of its answer."""
     if count(text) <= budget:
-        return [(0, text)]
+        return [(len(text) - len(text.lstrip()), text.strip())] if text.strip() else []
     pieces: list[str] = []
     for sentence in split_sentences(text, lang):
         if count(sentence) <= budget:
@@ -60,7 +63,7 @@ def chunk_text(text: str, budget: int, count, lang: str = "auto") -> list[tuple[
         offset += len(piece)
     if current:
         chunks.append((current_start, current))
-    return chunks
+    return [(start + len(chunk) - len(chunk.lstrip()), chunk.strip()) for start, chunk in chunks if chunk.strip()]
 
 
 def _normalise_inputs(texts: Sequence[Any]) -> list[dict]:
