@@ -281,3 +281,25 @@ def test_progress_counts_texts_not_batches():
         _TextBar.__call__ = original
     assert [n for n, _ in seen] == [0, 1, 1, 2]  # texts done after each answered prompt
     assert seen[-1][1] == 4 * len("{}")  # tokens of every answer
+
+
+def test_constrained_grounds_relation_arguments_and_not_ner_answers(monkeypatch):
+    """The default grounding policy: relation (and event) arguments are kept on the text's spans,
+    NER answers are not (hallucinated names are dropped by the parser instead); ``ground`` and
+    ``drop_hallucinated=False`` override it."""
+    import knowlm.ie.constrained as constrained
+
+    grounded_rows = []
+
+    def factory(generator, task, row_schemas, bounds, row_texts=None):
+        grounded_rows.append((task, row_texts))
+        return None
+
+    monkeypatch.setattr(constrained, "processor_factory", factory)
+    gen = ScriptedGenerator(lambda request: json.dumps({k: [] for k in request["schema"]}))
+    text = "Marie Curie was born in Warsaw."
+    extract_texts(gen, [text], "ner", ["person"], lang="en", constrained=True)
+    extract_texts(gen, [text], "re", ["place of birth"], lang="en", constrained=True)
+    extract_texts(gen, [text], "ner", ["person"], lang="en", constrained=True, ground=True)
+    extract_texts(gen, [text], "re", ["place of birth"], lang="en", constrained=True, drop_hallucinated=False)
+    assert grounded_rows == [("ner", None), ("re", [text]), ("ner", [text]), ("re", None)]
