@@ -86,6 +86,7 @@ BROKEN = [
     ("head/tail fields", '{"创办": [{"head": "马云", "tail": "阿里巴巴"}]}', "re", ["创办"], 1, None, "fields:head/tail"),
     ("NAN and empty values", '{"人物": "NAN", "地点": "", "组织机构": ["阿里巴巴", "nan"]}', "ner", S, 1, None, None),
     ("hallucinated span", '{"人物": ["马化腾", "马云"], "地点": [], "组织机构": []}', "ner", S, 1, None, "dropped_hallucinated:1"),
+    ("relation says none", '{"创办": [{"subject": "马云", "object": "无"}], "位于": []}', "re", ["创办", "位于"], 0, None, None),
     ("self relation", '{"创办": [{"subject": "阿里巴巴", "object": "阿里巴巴"}, {"subject": "马云", "object": "阿里巴巴"}]}', "re", ["创办"], 1, None, "dropped_self_relation:1"),
     ("no json at all", "对不起，我无法完成这个任务。", "ner", S, 0, "no_json", None),
     ("empty", "   ", "ner", S, 0, "empty", None),

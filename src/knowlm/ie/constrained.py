@@ -105,9 +105,16 @@ class GrammarCache:
                 compiler = self.compiler(tokenizer, vocab_size)
                 while len(self._grammars) >= MAX_CACHED:  # a server compiles clients' schemas: keep the newest
                     del self._grammars[next(iter(self._grammars))]
-                self._grammars[key] = compiler.compile_json_schema(
-                    text, any_whitespace=False, separators=SEPARATORS, strict_mode=strict
+                import xgrammar as xgr
+
+                # An optional space first: a SentencePiece model starts its answer with a word-start
+                # piece (``▁{"``); forbidding it forces another tokenization than the one it was tuned
+                # on, and the first key's value comes out empty.
+                grammar = xgr.Grammar.concat(
+                    xgr.Grammar.from_ebnf('root ::= " "?'),
+                    xgr.Grammar.from_json_schema(text, any_whitespace=False, separators=SEPARATORS, strict_mode=strict),
                 )
+                self._grammars[key] = compiler.compile_grammar(grammar)
             return self._grammars[key]
 
     def __len__(self) -> int:

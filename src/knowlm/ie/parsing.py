@@ -80,7 +80,9 @@ def _match_keys(obj: dict, names: list[str], notes: list[str]) -> dict[str, Any]
     return mapped
 
 
-def _pair(item: Any, fields_seen: set[str]) -> tuple[str, str] | None:
+def _pair(item: Any, fields_seen: set[str]) -> tuple[str, ...] | None:
+    """``(head, tail)``; ``()`` when the pair says "none" (a NAN head or tail, ``{"subject": "x", "object": "无"}``:
+    an empty answer, not a broken one); None when unusable."""
     if isinstance(item, dict):
         for a, b in (("subject", "object"), ("head", "tail"), ("sub", "obj"), ("头实体", "尾实体"), ("主体", "客体")):
             if a in item and b in item:
@@ -101,7 +103,7 @@ def _pair(item: Any, fields_seen: set[str]) -> tuple[str, str] | None:
     if not isinstance(h, str) or not isinstance(t, str) or not h.strip() or not t.strip():
         return None
     if h.strip().lower() in NAN_VALUES or t.strip().lower() in NAN_VALUES:
-        return None
+        return ()
     return h.strip(), t.strip()
 
 
@@ -142,8 +144,8 @@ def _from_json(obj: Any, schema: Schema, notes: list[str]) -> tuple[list[dict], 
                 continue
             for item in value if isinstance(value, list) else [value]:
                 pair = _pair(item, fields_seen)
-                if pair is None:
-                    bad += 1
+                if not pair:
+                    bad += pair is None
                     continue
                 rel = {"head": pair[0], "relation": name, "tail": pair[1]}
                 if schema.task == "spo":
