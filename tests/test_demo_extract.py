@@ -47,14 +47,14 @@ def scripted(monkeypatch):
 
 
 def test_evaluate_stage_scores_each_measure_and_language(tmp_path, scripted):
-    stage = evaluate_stage(tmp_path, tmp_path / "model", "after", [dict(g) for g in GOLD], SCHEMA, type_check=False)
+    stage = evaluate_stage(tmp_path, tmp_path / "model", "after", [dict(g) for g in GOLD], SCHEMA)
     assert scripted == [(str(tmp_path / "model"), {"device": "cpu", "ie_wording": None})]
     s = stage["scores"]
     assert s["en"]["relation"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert s["en"]["entity"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert s["zh"]["entity"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0} and s["zh"]["relation"]["f1"] == 1.0
     assert s["all"]["entity"] == {"precision": 0.5, "recall": 0.25, "f1": round(1 / 3, 4)}
-    assert (stage["documents"], stage["parse_failures"], stage["prompts"]) == (2, 1, 4)
+    assert (stage["documents"], stage["parse_failures"], stage["prompts"], stage["max_input_tokens"]) == (2, 1, 4, 96)
     preds = [json.loads(line) for line in (tmp_path / "after" / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
     assert preds[1]["relations"] == [{"head": "鲁迅", "relation": "出生地", "tail": "绍兴"}] and preds[1]["failed_tasks"] == ["ner"]
 
@@ -71,33 +71,6 @@ def test_evaluate_stage_scores_each_measure_and_language(tmp_path, scripted):
     picked = examples(GOLD, preds)
     assert [e["id"] for e in picked] == ["en-1", "zh-1"]
     assert picked[0]["predicted"] == [{"triple": ["Marie Curie", "place of birth", "Warsaw"], "correct": True}] and picked[0]["missed"] == []
-
-
-def typed_script(request):
-    answer = {k: [] for k in request["schema"]}
-    if "person" in answer:
-        answer.update(person=["Marie Curie"], location=["Warsaw"])
-    elif "人物" in answer:
-        return "不是答案"  # no entity answer: nothing contradicts the relations
-    elif "出生地" in answer:
-        answer["出生地"] = [{"subject": "鲁迅", "object": "绍兴"}]
-    else:  # a relation whose tail the entity answer types as a location, not a person
-        answer.update({"place of birth": [{"subject": "Marie Curie", "object": "Warsaw"}],
-                       "spouse": [{"subject": "Marie Curie", "object": "Warsaw"}]})
-    return json.dumps(answer, ensure_ascii=False)
-
-
-def test_type_check_drops_relations_the_entity_answer_contradicts(tmp_path, monkeypatch):
-    monkeypatch.setattr("knowlm.infer.load_generator", lambda model, **options: ScriptedGenerator(typed_script))
-    unchecked = evaluate_stage(tmp_path, tmp_path / "model", "raw", [dict(g) for g in GOLD], SCHEMA, type_check=False)
-    checked = evaluate_stage(tmp_path, tmp_path / "model", "typed", [dict(g) for g in GOLD], SCHEMA)
-    assert unchecked["scores"]["en"]["relation"]["precision"] == 0.5
-    assert checked["scores"]["en"]["relation"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
-    assert checked["scores"]["zh"]["relation"]["f1"] == 1.0  # NER failed there: relations kept
-    assert (checked["max_input_tokens"], checked["type_check"]) == (96, True)
-    preds = [json.loads(line) for line in (tmp_path / "typed" / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert preds[0]["relations"] == [{"head": "Marie Curie", "relation": "place of birth", "tail": "Warsaw"}]
-    assert "dropped_mistyped_relation:1" in preds[0]["parse_notes"]
 
 
 def test_bundled_gold_entities_are_the_typed_heads_and_tails():

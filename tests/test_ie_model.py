@@ -16,20 +16,22 @@ from knowlm.decoding import DecodingParams
 
 # (id, task, lang, text, constrained, expected items): entities as [text, type], relations as [head, relation, tail]
 CASES = [
-    {"id": "en-005", "task": "ner", "lang": "en", "text": "Albert Einstein was a theoretical physicist born in Ulm in 1879.", "constrained": False, "expected": [["1879", "date"], ["Albert Einstein", "person"], ["Ulm", "location"]]},
-    {"id": "en-016", "task": "ner", "lang": "en", "text": "Princeton University is a private research university in Princeton, New Jersey, chartered in 1746 as the College of New Jersey.", "constrained": False, "expected": [["1746", "date"], ["Princeton", "location"], ["Princeton University", "organization"]]},
-    {"id": "zh-009", "task": "ner", "lang": "zh", "text": "沈从文（1902年—1988年），出生于湖南凤凰，是中国现代著名作家。", "constrained": False, "expected": [["1902年", "日期"], ["1988年", "日期"], ["凤凰", "地点"], ["沈从文", "人物"], ["湖南", "地点"]]},
-    {"id": "zh-015", "task": "ner", "lang": "zh", "text": "竺可桢（1890年—1974年），字藕舫，浙江上虞（今属绍兴）人，是中国近代气象学和地理学的奠基人。", "constrained": False, "expected": [["1890年", "日期"], ["1974年", "日期"], ["浙江", "地点"], ["竺可桢", "人物"], ["绍兴", "地点"]]},
-    {"id": "en-005", "task": "re", "lang": "en", "text": "Albert Einstein was a theoretical physicist born in Ulm in 1879.", "constrained": False, "expected": [["Albert Einstein", "date of birth", "1879"], ["Albert Einstein", "place of birth", "Ulm"]]},
-    {"id": "en-016", "task": "re", "lang": "en", "text": "Princeton University is a private research university in Princeton, New Jersey, chartered in 1746 as the College of New Jersey.", "constrained": False, "expected": [["Princeton University", "inception", "1746"], ["Princeton University", "located in", "Princeton"]]},
-    {"id": "zh-038", "task": "re", "lang": "zh", "text": "杨振宁，1922年出生于安徽合肥，是享誉世界的理论物理学家。", "constrained": False, "expected": [["杨振宁", "出生地", "合肥"], ["杨振宁", "出生日期", "1922年"], ["杨振宁", "研究领域", "物理学"]]},
+    {"id": "en-019", "task": "ner", "lang": "en", "text": "Thomas Edison was an American inventor born in Milan, Ohio, in 1847.", "constrained": False, "expected": [["1847", "date"], ["Milan, Ohio", "location"], ["Ohio", "location"], ["Thomas Edison", "person"]]},
+    {"id": "en-070", "task": "ner", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": False, "expected": [["1892", "date"], ["Bloemfontein", "location"], ["J. R. R. Tolkien", "person"], ["South Africa", "location"]]},
+    {"id": "zh-001", "task": "ner", "lang": "zh", "text": "鲁迅（1881年—1936年），原名周树人，出生于浙江绍兴，是中国现代文学的奠基人之一。", "constrained": False, "expected": [["1881年", "日期"], ["1936年", "日期"], ["浙江", "地点"], ["绍兴", "地点"], ["鲁迅", "人物"]]},
+    {"id": "zh-005", "task": "ner", "lang": "zh", "text": "茅盾（1896年—1981年），原名沈德鸿，字雁冰，出生于浙江桐乡乌镇，是中国现代著名作家和文学评论家。", "constrained": False, "expected": [["1896年", "日期"], ["1981年", "日期"], ["乌镇", "地点"], ["浙江", "地点"], ["茅盾", "人物"]]},
+    {"id": "en-043", "task": "re", "lang": "en", "text": "Bill Gates was born in Seattle in 1955 and attended Lakeside School, where he met Paul Allen and first programmed computers.", "constrained": False, "expected": [["Bill Gates", "date of birth", "1955"], ["Bill Gates", "place of birth", "Seattle"]]},
+    {"id": "en-070", "task": "re", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": False, "expected": [["J. R. R. Tolkien", "date of birth", "1892"], ["J. R. R. Tolkien", "place of birth", "Bloemfontein"]]},
+    {"id": "zh-001", "task": "re", "lang": "zh", "text": "1918年，鲁迅在《新青年》上发表《狂人日记》，这是中国第一篇现代白话短篇小说！", "constrained": False, "expected": [["狂人日记", "作者", "鲁迅"], ["狂人日记", "发表时间", "1918年"]]},
     {"id": "zh-066", "task": "re", "lang": "zh", "text": "莫言，本名管谟业，1955年出生于山东高密县东北乡的一个农民家庭。", "constrained": False, "expected": [["莫言", "出生地", "高密"], ["莫言", "出生日期", "1955年"], ["高密", "所属省份", "山东"]]},
-    {"id": "en-043", "task": "ner", "lang": "en", "text": "Bill Gates was born in Seattle in 1955 and attended Lakeside School, where he met Paul Allen and first programmed computers.", "constrained": True, "expected": [["1955", "date"], ["Bill Gates", "person"], ["Lakeside School", "organization"], ["Seattle", "location"]]},
+    {"id": "en-019", "task": "ner", "lang": "en", "text": "Thomas Edison was an American inventor born in Milan, Ohio, in 1847.", "constrained": True, "expected": [["1847", "date"], ["Milan, Ohio", "location"], ["Ohio", "location"], ["Thomas Edison", "person"]]},
     {"id": "en-070", "task": "ner", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": True, "expected": [["1892", "date"], ["Bloemfontein", "location"], ["J. R. R. Tolkien", "person"], ["South Africa", "location"]]},
     {"id": "zh-001", "task": "ner", "lang": "zh", "text": "鲁迅（1881年—1936年），原名周树人，出生于浙江绍兴，是中国现代文学的奠基人之一。", "constrained": True, "expected": [["1881年", "日期"], ["1936年", "日期"], ["浙江", "地点"], ["绍兴", "地点"], ["鲁迅", "人物"]]},
-    {"id": "zh-009", "task": "ner", "lang": "zh", "text": "沈从文（1902年—1988年），出生于湖南凤凰，是中国现代著名作家。", "constrained": True, "expected": [["1902年", "日期"], ["1988年", "日期"], ["凤凰", "地点"], ["沈从文", "人物"], ["湖南", "地点"]]},
+    {"id": "zh-005", "task": "ner", "lang": "zh", "text": "茅盾（1896年—1981年），原名沈德鸿，字雁冰，出生于浙江桐乡乌镇，是中国现代著名作家和文学评论家。", "constrained": True, "expected": [["1896年", "日期"], ["1981年", "日期"], ["乌镇", "地点"], ["浙江", "地点"], ["茅盾", "人物"]]},
+    {"id": "en-043", "task": "re", "lang": "en", "text": "Bill Gates was born in Seattle in 1955 and attended Lakeside School, where he met Paul Allen and first programmed computers.", "constrained": True, "expected": [["Bill Gates", "date of birth", "1955"], ["Bill Gates", "place of birth", "Seattle"]]},
+    {"id": "en-070", "task": "re", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": True, "expected": [["J. R. R. Tolkien", "date of birth", "1892"], ["J. R. R. Tolkien", "place of birth", "Bloemfontein"]]},
     {"id": "zh-001", "task": "re", "lang": "zh", "text": "1918年，鲁迅在《新青年》上发表《狂人日记》，这是中国第一篇现代白话短篇小说！", "constrained": True, "expected": [["狂人日记", "作者", "鲁迅"], ["狂人日记", "发表时间", "1918年"]]},
-    {"id": "zh-036", "task": "re", "lang": "zh", "text": "1955年，屠呦呦从北京医学院药学系毕业，随后进入卫生部中医研究院（今中国中医科学院）工作。", "constrained": True, "expected": [["屠呦呦", "毕业院校", "北京医学院"], ["屠呦呦", "研究领域", "药学"]]},
+    {"id": "zh-066", "task": "re", "lang": "zh", "text": "莫言，本名管谟业，1955年出生于山东高密县东北乡的一个农民家庭。", "constrained": True, "expected": [["莫言", "出生地", "高密"], ["莫言", "出生日期", "1955年"], ["高密", "所属省份", "山东"]]},
 ]
 PARAMS = DecodingParams(max_new_tokens=128)
 
@@ -170,6 +172,6 @@ def test_tuning_teaches_extraction_on_held_out_documents(ie_model_dir, ie_schema
     before = evaluate_stage(tmp_path, ie_recipe.shipped_dir("pretrained"), "before", [dict(g) for g in gold], ie_schema)
     after = evaluate_stage(tmp_path, ie_model_dir, "after", [dict(g) for g in gold], ie_schema)
     assert before["scores"]["all"]["entity"]["f1"] < 0.05 and before["scores"]["all"]["relation"]["f1"] < 0.05
-    # measured when the checkpoint was shipped: entity F1 0.409, relation F1 0.118 on these 16 documents
-    assert after["scores"]["all"]["entity"]["f1"] >= 0.35 and after["scores"]["all"]["relation"]["f1"] >= 0.08
-    assert after["scores"]["all"]["entity"]["f1"] > before["scores"]["all"]["entity"]["f1"] + 0.3
+    # measured when the checkpoint was shipped: entity F1 0.616, relation F1 0.296 on these 16 documents
+    assert after["scores"]["all"]["entity"]["f1"] >= 0.55 and after["scores"]["all"]["relation"]["f1"] >= 0.25
+    assert after["scores"]["all"]["entity"]["f1"] > before["scores"]["all"]["entity"]["f1"] + 0.5

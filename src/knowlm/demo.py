@@ -170,8 +170,6 @@ def stage_comparison(workdir: Path, gold: list[dict], stages: dict[str, dict]) -
     after = stages["after"]
     protocol = (f"Each document is asked in chunks of at most {after['max_input_tokens']} tokens, cut at sentences"
                 if after.get("max_input_tokens") else "Each document is asked whole")
-    if after.get("type_check"):
-        protocol += "; a relation is kept when the document's entity answer types its head and tail as the relation schema allows"
     markdown = protocol + ".\n\n" + scores_table(stages) + "\n\nExamples after tuning (✓ right, ✗ wrong, missed = gold not found):\n\n" + examples_markdown(picked)
     return {"_extraction": extraction_summary(stages), "chart": str(chart), "_examples": picked, "markdown": markdown}
 

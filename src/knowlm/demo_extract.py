@@ -48,23 +48,12 @@ def model_schema(model_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def relation_signatures(path: str | Path | None = None) -> dict:
-    """``{relation: (head types, tail types)}`` of the recipe's relation schema (``kg_schema.json``)."""
-    from knowlm import resources
-    from knowlm.ie.kg2instruct import RelationSchema
-    from knowlm.ie.typecheck import signatures_from_schema
-
-    return signatures_from_schema(RelationSchema.load(path or resources.path("kg_schema.json")))
-
-
 def evaluate_stage(workdir: str | Path, model_dir: str | Path, tag: str, gold: list[dict], schema: dict,
                    constrained: bool = False, max_new_tokens: int = 128, batch_size: int = 32,
-                   max_input_tokens: int | None = CHUNK_TOKENS, wording: str | None = None, type_check: bool = True) -> dict:
+                   max_input_tokens: int | None = CHUNK_TOKENS, wording: str | None = None) -> dict:
     """Extract every task of ``schema`` from ``gold`` with ``model_dir`` and score it.
 
-    The protocol: texts are asked in chunks of at most ``max_input_tokens`` (cut at sentences;
-    ``None``: whole), and with ``type_check`` a relation is kept only when the document's entity
-    answer types its head and tail as the relation schema allows (:mod:`knowlm.ie.typecheck`).
+    Texts are asked in chunks of at most ``max_input_tokens`` tokens (cut at sentences; ``None``: whole).
     Writes ``WORKDIR/TAG/pred.jsonl`` and ``report.json`` (scores overall and per language) and
     returns the stage summary: P/R/F1 per measure for ``all``, ``en`` and ``zh``, parse failures,
     prompts and seconds.
@@ -75,8 +64,7 @@ def evaluate_stage(workdir: str | Path, model_dir: str | Path, tag: str, gold: l
 
     generator = load_generator(str(model_dir), device="cpu", ie_wording=wording)
     result = extract_and_score(generator, gold, schema, constrained=constrained, batch_size=batch_size,
-                               params=DecodingParams(max_new_tokens=max_new_tokens), max_input_tokens=max_input_tokens,
-                               signatures=relation_signatures() if type_check else None)
+                               params=DecodingParams(max_new_tokens=max_new_tokens), max_input_tokens=max_input_tokens)
     out = Path(workdir) / tag
     write_jsonl(out / "pred.jsonl", result["predictions"])
     write_jsonl(out / "gold.jsonl", gold)  # what was scored against: `knowlm eval --gold .../gold.jsonl --pred .../pred.jsonl`
@@ -88,7 +76,6 @@ def evaluate_stage(workdir: str | Path, model_dir: str | Path, tag: str, gold: l
         "documents": len(gold),
         "constrained": constrained,
         "max_input_tokens": max_input_tokens,
-        "type_check": type_check,
         "wording": getattr(generator, "ie_wording", "full"),
         "scores": {part: {m: {k: round(v[m][k], 4) for k in ("precision", "recall", "f1")} for m in MEASURES if m in v}
                    for part, v in result["summary"].items()},

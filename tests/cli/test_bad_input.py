@@ -184,6 +184,8 @@ MALFORMED_SCHEMA = [
     (["extract", "-m", "{model}", "--task", "ner", "--schema", "[1, 2]", "-i", "{ws}/texts.jsonl", "-o", "{ws}/o.jsonl"],
      r"schema items must be non-empty strings"),
     (["convert", "sft", "{ws}/gold.jsonl", "{ws}/o.jsonl", "--task", "re", "--schema", '["创办"'], r"schema: invalid JSON"),
+    (["extract", "-m", "{model}", "--task", "re", "--schema", '["创办"]', "-i", "{ws}/texts.jsonl", "-o", "{ws}/o.jsonl", "--ground"],
+     r"--ground needs --constrained and the hf backend"),
 ]
 
 

@@ -283,10 +283,8 @@ def test_progress_counts_texts_not_batches():
     assert seen[-1][1] == 4 * len("{}")  # tokens of every answer
 
 
-def test_constrained_grounds_relation_arguments_and_not_ner_answers(monkeypatch):
-    """The default grounding policy: relation (and event) arguments are kept on the text's spans,
-    NER answers are not (hallucinated names are dropped by the parser instead); ``ground`` and
-    ``drop_hallucinated=False`` override it."""
+def test_grounding_is_opt_in(monkeypatch):
+    """Constrained decoding grounds span values in the text only when asked (``ground=True``)."""
     import knowlm.ie.constrained as constrained
 
     grounded_rows = []
@@ -300,6 +298,5 @@ def test_constrained_grounds_relation_arguments_and_not_ner_answers(monkeypatch)
     text = "Marie Curie was born in Warsaw."
     extract_texts(gen, [text], "ner", ["person"], lang="en", constrained=True)
     extract_texts(gen, [text], "re", ["place of birth"], lang="en", constrained=True)
-    extract_texts(gen, [text], "ner", ["person"], lang="en", constrained=True, ground=True)
-    extract_texts(gen, [text], "re", ["place of birth"], lang="en", constrained=True, drop_hallucinated=False)
-    assert grounded_rows == [("ner", None), ("re", [text]), ("ner", [text]), ("re", None)]
+    extract_texts(gen, [text], "re", ["place of birth"], lang="en", constrained=True, ground=True)
+    assert grounded_rows == [("ner", None), ("re", None), ("re", [text])]

@@ -23,11 +23,12 @@ def extract(
     lang: str = typer.Option("auto", help="Instruction language: auto (per text), zh or en."),
     wording: Optional[str] = typer.Option(None, help="Prompt wording: full (IEPile/KnowLM) or compact. Default: the model's knowlm.json, else full."),
     split_num: Optional[int] = typer.Option(None, help="Schema items per prompt (default NER 6, RE 4, EE 4; 0 = all in one)."),
-    constrained: bool = typer.Option(False, "--constrained/--free", help="Grammar-constrained JSON (xgrammar): keys exactly the schema items, and relation and event arguments word runs of the text (unless --keep-hallucinated)."),
+    constrained: bool = typer.Option(False, "--constrained/--free", help="Grammar-constrained JSON (xgrammar): keys exactly the schema items, every answer parses."),
     template: Optional[str] = typer.Option(None, help=f"Prompt template: {', '.join(TEMPLATES)}. Default: the adapter's or model's knowlm.json, else {DEFAULT_TEMPLATE}."),
     batch_size: int = typer.Option(16, help="Prompts decoded together."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Most tokens per answer (ie preset: 512)."),
     max_input_tokens: Optional[int] = typer.Option(None, help="Longest text chunk in tokens; longer texts are split at sentences (default: fit the context)."),
+    ground: bool = typer.Option(False, "--ground", help="With --constrained: every span value is a word run of the text (grounded decoding; helps a model that half remembers names, can cost F1)."),
     keep_hallucinated: bool = typer.Option(False, help="Keep spans that do not occur in the text."),
     dtype: str = typer.Option("auto", help="auto, float32, float16, bfloat16."),
     device: str = typer.Option("auto", help="auto, cpu, cuda."),
@@ -56,6 +57,8 @@ def extract(
     schema_obj = load_schema(task, schema)
     if lang not in ("auto", "zh", "en"):
         raise KnowlmError(f"--lang must be auto, zh or en, got {lang!r}")
+    if ground and (not constrained or backend != "hf"):
+        raise KnowlmError("--ground needs --constrained and the hf backend")
     if not input.is_file():
         raise KnowlmError(f"input file not found: {input}")
     check_output(output, overwrite=overwrite, inputs=[input, schema, model, adapter], flag="--output")
@@ -82,7 +85,7 @@ def extract(
     records = extract_texts(
         generator, texts, task, schema_obj, lang=lang, style=style, split_num=split_num, constrained=constrained,
         params=params, batch_size=batch_size, max_input_tokens=max_input_tokens, progress=True,
-        drop_hallucinated=not keep_hallucinated, stats=run,
+        drop_hallucinated=not keep_hallucinated, stats=run, ground=ground,
     )
     write_jsonl(output, records)
     field = {"ner": "entities", "re": "relations", "ee": "events"}[task]

@@ -14,7 +14,6 @@ from typing import Any, Sequence
 from knowlm.ie.extract import extract_texts
 from knowlm.ie.metrics import score
 from knowlm.ie.parsing import TASK_FIELD
-from knowlm.ie.typecheck import typed_relations
 
 MEASURE = {"ner": "entity", "re": "relation", "ee": "event_trigger"}
 
@@ -36,7 +35,6 @@ def extract_and_score(
     batch_size: int = 16,
     progress: bool = False,
     max_input_tokens: int | None = None,
-    signatures=None,
 ) -> dict:
     """``{"predictions", "scores": {"all"|lang: score report}, "summary", "stats", "seconds"}``.
 
@@ -44,8 +42,6 @@ def extract_and_score(
     from it is not asked). ``summary`` holds P/R/F1 per measure for ``all`` and each language.
     ``wording``: the prompt wording (default: the one the generator's model was tuned on).
     ``max_input_tokens``: texts longer than this are asked chunk by chunk (cut at sentences).
-    ``signatures`` (``{relation: (head types, tail types)}``, :mod:`knowlm.ie.typecheck`): when NER and
-    RE are both asked, relations the document's own entity answer types wrongly are dropped.
     """
     started = time.perf_counter()
     tasks = schema_tasks(schema)
@@ -70,11 +66,6 @@ def extract_and_score(
                 if record.get("parse_error"):
                     pred.setdefault("failed_tasks", []).append(task)
     predictions = [preds[str(g["id"])] for g in gold]
-    if signatures is not None and {"ner", "re"} <= set(tasks):
-        for pred in predictions:
-            pred["relations"], dropped = typed_relations(pred, signatures)
-            if dropped:
-                pred.setdefault("parse_notes", []).append(f"dropped_mistyped_relation:{dropped}")
     scores = {"all": score(gold, predictions)}
     for lang in sorted({g.get("lang") for g in gold if g.get("lang")}):
         pairs = [(g, p) for g, p in zip(gold, predictions) if g.get("lang") == lang]
