@@ -130,6 +130,7 @@ class _Recorder(io.StringIO):
 
 def test_chat_streams_answers_and_ctrl_c_stops_the_answer_not_the_session(generator):
     import _thread
+    import signal
 
     stdin = io.StringIO("hello\n/set max_new_tokens 600\n/set min_new_tokens 600\ntell me everything\n/set min_new_tokens 0\nhi\n/quit\n")
     session = ChatSession(generator, DecodingParams(max_new_tokens=10))
@@ -143,7 +144,12 @@ def test_chat_streams_answers_and_ctrl_c_stops_the_answer_not_the_session(genera
                 _thread.interrupt_main()
 
     stdout = _Recorder(ctrl_c_during_the_long_answer)
-    answered = run_chat(session, stdin, stdout)
+    # Python's own Ctrl-C handler, even when the suite runs in a background job (which starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        answered = run_chat(session, stdin, stdout)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert answered == 2 and stdout.writes.count("\n[stopped]\n") == 1
     long_answer = stdout.writes[stdout.writes.index(">>> ", stdout.writes.index("min_new_tokens = 600\n")) + 1 : stdout.writes.index("\n[stopped]\n")]
     assert 0 < len(long_answer) < 300  # cut short: 600 tokens would stream about 600 pieces
