@@ -40,7 +40,7 @@ def chunk_text(text: str, budget: int, count, lang: str = "auto") -> list[tuple[
     Chunks carry no surrounding whitespace: a model tuned on trimmed inputs that is shown
     ``Bern. "}`` instead of ``Bern."}`` at the end of its prompt loses the start of its answer."""
     if count(text) <= budget:
-        return [(len(text) - len(text.lstrip()), text.strip())] if text.strip() else []
+        return _trimmed([(0, text)])
     pieces: list[str] = []
     for sentence in split_sentences(text, lang):
         if count(sentence) <= budget:
@@ -63,6 +63,11 @@ def chunk_text(text: str, budget: int, count, lang: str = "auto") -> list[tuple[
         offset += len(piece)
     if current:
         chunks.append((current_start, current))
+    return _trimmed(chunks)
+
+
+def _trimmed(chunks: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Chunks without surrounding whitespace (offsets moved to match); blank ones dropped."""
     return [(start + len(chunk) - len(chunk.lstrip()), chunk.strip()) for start, chunk in chunks if chunk.strip()]
 
 
