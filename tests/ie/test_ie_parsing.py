@@ -309,3 +309,24 @@ def test_schema_forms_for_new_tasks():
     eea = make_schema("EEA", [{"event_type": "组织关系-裁员", "trigger": ["裁员"], "arguments": ["时间"]}])
     assert eea.task == "eea" and eea.items[0].triggers == ("裁员",) and eea.to_json() == [{"event_type": "组织关系-裁员", "trigger": ["裁员"], "arguments": ["时间"]}]
     assert make_schema("eet", EE_SCHEMA).items == ["组织关系-裁员", "人生-婚礼"]
+
+
+def test_a_key_written_twice_keeps_both_lists():
+    """Free decoding sometimes writes a key twice; ``json`` keeps only the last list, losing answered items."""
+    out = ('{"employer": [{"subject": "Melinda French Gates", "object": "Microsoft"}], '
+           '"employer": [{"subject": "Bill Gates", "object": "Microsoft"}], "spouse": []}')
+    parsed = parse_output(out, "re", ["employer", "spouse"], text="Melinda French Gates and Bill Gates worked at Microsoft.")
+    assert parsed["relations"] == [{"head": "Melinda French Gates", "relation": "employer", "tail": "Microsoft"},
+                                   {"head": "Bill Gates", "relation": "employer", "tail": "Microsoft"}]
+    assert "merged_duplicate_keys" in parsed["parse_notes"] and "parse_error" not in parsed
+    # not two lists: the last value wins, as json reads it
+    assert parse_output('{"人物": ["马云"], "人物": "杭州"}', "ner", ["人物"])["entities"] == [{"text": "杭州", "type": "人物"}]
+
+
+def test_a_bare_full_stop_is_no_answer_but_none_is():
+    """An untuned model that answers ``.`` failed to answer; ``None.`` and ``无。`` say "no items"."""
+    assert parse_output(".", "re", ["spouse"])["parse_error"] == "no_json"
+    assert parse_output(" 。 ", "ner", ["人物"])["parse_error"] == "no_json"
+    for nothing in ("None.", "无。", "NAN"):
+        parsed = parse_output(nothing, "re", ["spouse"])
+        assert parsed["relations"] == [] and "parse_error" not in parsed

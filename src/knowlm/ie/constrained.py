@@ -1,7 +1,7 @@
 """Schema-constrained decoding: the model can only write the answer object we asked for.
 
 For each schema batch we build a JSON Schema whose properties are exactly the schema items in
-order (all required, nothing else allowed) with the right value shape per task, bounded in
+order (nothing else allowed, none twice) with the right value shape per task, bounded in
 string length and array size so even a random model reaches the closing brace. xgrammar
 compiles it against the tokenizer (cached per tokenizer and schema) and a logits processor
 masks every token that would leave the grammar, one matcher per batch row, so a batch may mix
@@ -65,7 +65,11 @@ def json_schema(task: str, schema: Any, bounds: Bounds = Bounds()) -> dict:
                 "additionalProperties": False,
             }
             props[item.name] = {"type": "array", "items": event, "maxItems": bounds.max_items}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+    # Only the first key is required: the answer may close after any key, as a free answer may (a
+    # key left out is read as no items). Requiring all of them forced a tuned model that had finished
+    # to go on, and it filled the forced keys with invented items (held-out relation precision 0.447
+    # free, 0.434 constrained; equal once the answer may close).
+    return {"type": "object", "properties": props, "required": list(props)[:1], "additionalProperties": False}
 
 
 class GrammarCache:

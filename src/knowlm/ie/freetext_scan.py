@@ -22,7 +22,13 @@ def _norm(value: str) -> str:
 
 
 def is_nan(value: Any) -> bool:
-    return isinstance(value, str) and value.strip().strip("。.").strip().lower() in NAN_WORDS
+    """An explicit "nothing" (``NAN``, ``None.``, ``无。``, an empty string); a bare full stop is not one:
+    an untuned model that answers ``.`` has answered nothing, not "no items"."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    word = text.strip("。.").strip()
+    return word.lower() in NAN_WORDS and (word != "" or text == "")
 
 
 class Names:

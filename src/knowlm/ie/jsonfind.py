@@ -13,7 +13,28 @@ import re
 from typing import Any
 
 _ECHO_KEYS = {"instruction", "input", "schema"}
-_DECODER = json.JSONDecoder(strict=False)  # tolerate raw control characters in strings
+
+
+class _MergedKeys(dict):
+    """An object in which the model wrote a key twice (its lists were joined)."""
+
+
+def _merge_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """A key written twice with list values keeps both lists (``json`` would keep only the last):
+    a small model that writes ``"employer": [A], "employer": [B]`` answered A and B. Constrained
+    decoding cannot write a key twice, so without this a free answer loses items it has."""
+    obj: dict = {}
+    merged = False
+    for key, value in pairs:
+        if key in obj and isinstance(obj[key], list) and isinstance(value, list):
+            obj[key] = obj[key] + value
+            merged = True
+        else:
+            obj[key] = value
+    return _MergedKeys(obj) if merged else obj
+
+
+_DECODER = json.JSONDecoder(strict=False, object_pairs_hook=_merge_pairs)  # raw control characters tolerated
 _FENCE = re.compile(r"```(?:json|JSON)?")
 
 
@@ -89,6 +110,13 @@ def _python_literal(s: str) -> Any:
 
 def find_json(output: str) -> tuple[Any, list[str], str | None]:
     """The answer object in ``output``: (object or None, notes, error reason)."""
+    obj, notes, error = _find(output)
+    if isinstance(obj, _MergedKeys):
+        notes.append("merged_duplicate_keys")
+    return obj, notes, error
+
+
+def _find(output: str) -> tuple[Any, list[str], str | None]:
     notes: list[str] = []
     text = _FENCE.sub("", output)
     start = 0
@@ -161,7 +189,7 @@ def find_json(output: str) -> tuple[Any, list[str], str | None]:
             notes.append("repaired_truncated")
             if note:
                 notes.append(note)
-            return json.loads(closed, strict=False), notes, None
+            return json.loads(closed, strict=False, object_pairs_hook=_merge_pairs), notes, None
     return None, notes, "truncated"
 
 
