@@ -16,22 +16,22 @@ from knowlm.decoding import DecodingParams
 
 # (id, task, lang, text, constrained, expected items): entities as [text, type], relations as [head, relation, tail]
 CASES = [
-    {"id": "en-019", "task": "ner", "lang": "en", "text": "Thomas Edison was an American inventor born in Milan, Ohio, in 1847.", "constrained": False, "expected": [["1847", "date"], ["Milan, Ohio", "location"], ["Ohio", "location"], ["Thomas Edison", "person"]]},
+    {"id": "en-056", "task": "ner", "lang": "en", "text": "Rembrandt van Rijn was born in Leiden in 1606, the son of a miller, and briefly attended Leiden University before training as a painter.", "constrained": False, "expected": [["1606", "date"], ["Leiden", "location"], ["Leiden University", "organization"], ["Rembrandt", "person"]]},
     {"id": "en-070", "task": "ner", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": False, "expected": [["1892", "date"], ["Bloemfontein", "location"], ["J. R. R. Tolkien", "person"], ["South Africa", "location"]]},
     {"id": "zh-001", "task": "ner", "lang": "zh", "text": "鲁迅（1881年—1936年），原名周树人，出生于浙江绍兴，是中国现代文学的奠基人之一。", "constrained": False, "expected": [["1881年", "日期"], ["1936年", "日期"], ["浙江", "地点"], ["绍兴", "地点"], ["鲁迅", "人物"]]},
     {"id": "zh-005", "task": "ner", "lang": "zh", "text": "茅盾（1896年—1981年），原名沈德鸿，字雁冰，出生于浙江桐乡乌镇，是中国现代著名作家和文学评论家。", "constrained": False, "expected": [["1896年", "日期"], ["1981年", "日期"], ["乌镇", "地点"], ["浙江", "地点"], ["茅盾", "人物"]]},
-    {"id": "en-043", "task": "re", "lang": "en", "text": "Bill Gates was born in Seattle in 1955 and attended Lakeside School, where he met Paul Allen and first programmed computers.", "constrained": False, "expected": [["Bill Gates", "date of birth", "1955"], ["Bill Gates", "place of birth", "Seattle"]]},
-    {"id": "en-070", "task": "re", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": False, "expected": [["J. R. R. Tolkien", "date of birth", "1892"], ["J. R. R. Tolkien", "place of birth", "Bloemfontein"]]},
-    {"id": "zh-001", "task": "re", "lang": "zh", "text": "1918年，鲁迅在《新青年》上发表《狂人日记》，这是中国第一篇现代白话短篇小说！", "constrained": False, "expected": [["狂人日记", "作者", "鲁迅"], ["狂人日记", "发表时间", "1918年"]]},
-    {"id": "zh-066", "task": "re", "lang": "zh", "text": "莫言，本名管谟业，1955年出生于山东高密县东北乡的一个农民家庭。", "constrained": False, "expected": [["莫言", "出生地", "高密"], ["莫言", "出生日期", "1955年"], ["高密", "所属省份", "山东"]]},
-    {"id": "en-019", "task": "ner", "lang": "en", "text": "Thomas Edison was an American inventor born in Milan, Ohio, in 1847.", "constrained": True, "expected": [["1847", "date"], ["Milan, Ohio", "location"], ["Ohio", "location"], ["Thomas Edison", "person"]]},
+    {"id": "en-002", "task": "re", "lang": "en", "text": "Pierre Curie was a French physicist born in Paris in 1859.", "constrained": False, "expected": [["Pierre Curie", "date of birth", "1859"], ["Pierre Curie", "place of birth", "Paris"]]},
+    {"id": "en-005", "task": "re", "lang": "en", "text": "Albert Einstein was a theoretical physicist born in Ulm in 1879.", "constrained": False, "expected": [["Albert Einstein", "date of birth", "1879"], ["Albert Einstein", "place of birth", "Ulm"]]},
+    {"id": "zh-007", "task": "re", "lang": "zh", "text": "老舍（1899年—1966年），原名舒庆春，字舍予，出生于北京，是满族作家。", "constrained": False, "expected": [["老舍", "出生地", "北京"], ["老舍", "出生日期", "1899年"], ["老舍", "逝世日期", "1966年"]]},
+    {"id": "zh-086", "task": "re", "lang": "zh", "text": "徐霞客（1587年—1641年），名弘祖，字振之，号霞客，明代南直隶江阴人，是中国古代著名的地理学家、旅行家和文学家。", "constrained": False, "expected": [["徐霞客", "出生地", "江阴"], ["徐霞客", "出生日期", "1587年"], ["徐霞客", "研究领域", "地理学"], ["徐霞客", "逝世日期", "1641年"]]},
+    {"id": "en-056", "task": "ner", "lang": "en", "text": "Rembrandt van Rijn was born in Leiden in 1606, the son of a miller, and briefly attended Leiden University before training as a painter.", "constrained": True, "expected": [["1606", "date"], ["Leiden", "location"], ["Leiden University", "organization"], ["Rembrandt", "person"]]},
     {"id": "en-070", "task": "ner", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": True, "expected": [["1892", "date"], ["Bloemfontein", "location"], ["J. R. R. Tolkien", "person"], ["South Africa", "location"]]},
     {"id": "zh-001", "task": "ner", "lang": "zh", "text": "鲁迅（1881年—1936年），原名周树人，出生于浙江绍兴，是中国现代文学的奠基人之一。", "constrained": True, "expected": [["1881年", "日期"], ["1936年", "日期"], ["浙江", "地点"], ["绍兴", "地点"], ["鲁迅", "人物"]]},
     {"id": "zh-005", "task": "ner", "lang": "zh", "text": "茅盾（1896年—1981年），原名沈德鸿，字雁冰，出生于浙江桐乡乌镇，是中国现代著名作家和文学评论家。", "constrained": True, "expected": [["1896年", "日期"], ["1981年", "日期"], ["乌镇", "地点"], ["浙江", "地点"], ["茅盾", "人物"]]},
-    {"id": "en-043", "task": "re", "lang": "en", "text": "Bill Gates was born in Seattle in 1955 and attended Lakeside School, where he met Paul Allen and first programmed computers.", "constrained": True, "expected": [["Bill Gates", "date of birth", "1955"], ["Bill Gates", "place of birth", "Seattle"]]},
-    {"id": "en-070", "task": "re", "lang": "en", "text": "J. R. R. Tolkien was an English writer and philologist born in Bloemfontein, in what is now South Africa, in 1892.", "constrained": True, "expected": [["J. R. R. Tolkien", "date of birth", "1892"], ["J. R. R. Tolkien", "place of birth", "Bloemfontein"]]},
-    {"id": "zh-001", "task": "re", "lang": "zh", "text": "1918年，鲁迅在《新青年》上发表《狂人日记》，这是中国第一篇现代白话短篇小说！", "constrained": True, "expected": [["狂人日记", "作者", "鲁迅"], ["狂人日记", "发表时间", "1918年"]]},
-    {"id": "zh-066", "task": "re", "lang": "zh", "text": "莫言，本名管谟业，1955年出生于山东高密县东北乡的一个农民家庭。", "constrained": True, "expected": [["莫言", "出生地", "高密"], ["莫言", "出生日期", "1955年"], ["高密", "所属省份", "山东"]]},
+    {"id": "en-002", "task": "re", "lang": "en", "text": "Pierre Curie was a French physicist born in Paris in 1859.", "constrained": True, "expected": [["Pierre Curie", "date of birth", "1859"], ["Pierre Curie", "place of birth", "Paris"]]},
+    {"id": "en-005", "task": "re", "lang": "en", "text": "Albert Einstein was a theoretical physicist born in Ulm in 1879.", "constrained": True, "expected": [["Albert Einstein", "date of birth", "1879"], ["Albert Einstein", "place of birth", "Ulm"]]},
+    {"id": "zh-007", "task": "re", "lang": "zh", "text": "老舍（1899年—1966年），原名舒庆春，字舍予，出生于北京，是满族作家。", "constrained": True, "expected": [["老舍", "出生地", "北京"], ["老舍", "出生日期", "1899年"], ["老舍", "逝世日期", "1966年"]]},
+    {"id": "zh-086", "task": "re", "lang": "zh", "text": "徐霞客（1587年—1641年），名弘祖，字振之，号霞客，明代南直隶江阴人，是中国古代著名的地理学家、旅行家和文学家。", "constrained": True, "expected": [["徐霞客", "出生地", "江阴"], ["徐霞客", "出生日期", "1587年"], ["徐霞客", "研究领域", "地理学"], ["徐霞客", "逝世日期", "1641年"]]},
 ]
 PARAMS = DecodingParams(max_new_tokens=128)
 
@@ -172,6 +172,6 @@ def test_tuning_teaches_extraction_on_held_out_documents(ie_model_dir, ie_schema
     before = evaluate_stage(tmp_path, ie_recipe.shipped_dir("pretrained"), "before", [dict(g) for g in gold], ie_schema)
     after = evaluate_stage(tmp_path, ie_model_dir, "after", [dict(g) for g in gold], ie_schema)
     assert before["scores"]["all"]["entity"]["f1"] < 0.05 and before["scores"]["all"]["relation"]["f1"] < 0.05
-    # measured when the checkpoint was shipped: entity F1 0.616, relation F1 0.296 on these 16 documents
-    assert after["scores"]["all"]["entity"]["f1"] >= 0.55 and after["scores"]["all"]["relation"]["f1"] >= 0.25
+    # measured when the checkpoint was shipped: entity F1 0.585, relation F1 0.359 on these 16 documents
+    assert after["scores"]["all"]["entity"]["f1"] >= 0.55 and after["scores"]["all"]["relation"]["f1"] >= 0.30
     assert after["scores"]["all"]["entity"]["f1"] > before["scores"]["all"]["entity"]["f1"] + 0.5

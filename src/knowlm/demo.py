@@ -146,7 +146,7 @@ def stage_cases(model_dir: Path, workdir: Path, adapter: str | None = None) -> d
 
 def sample_lines(source: Path, target: Path, every: int) -> Path:
     """Every ``every``-th line of ``source`` (a deterministic spread over corpus, passage and variant
-    instructions) into ``target``: selection over all ~40k instructions would take the demo 3 minutes."""
+    instructions) into ``target``: selection over all ~125k instructions would take the demo many minutes."""
     with open(source, encoding="utf-8") as src, atomic_write(target) as out:
         for index, line in enumerate(src):
             if index % every == 0:
@@ -210,7 +210,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
     report.run("run example cases", lambda: stage_cases(tuned, workdir), echo)
     report.run("knowledge editing (ROME)", lambda: edit.demo_stage(workdir, tuned), echo)
     report.run("serve: /generate, chat completion, /extract", lambda: serve.demo_stage(workdir, tuned), echo)
-    report.run("select instructions (length, dedup, ROUGE-L, MTLD, language)", lambda: instruct.demo_stage(workdir, sample_lines(kg_dir / "train.jsonl", workdir / "instructions.sample.jsonl", every=5)), echo)
+    report.run("select instructions (length, dedup, ROUGE-L, MTLD, language)", lambda: instruct.demo_stage(workdir, sample_lines(kg_dir / "train.jsonl", workdir / "instructions.sample.jsonl", every=8)), echo)
     summary = {
         "model": str(tuned),
         "pretrained_model": str(pretrained),

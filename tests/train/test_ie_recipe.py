@@ -19,7 +19,7 @@ def test_presets_are_the_recipe_and_take_overrides():
 
 def test_commands_hold_out_the_gold_documents_everywhere():
     lines = ie_recipe.commands(model="llama-13b")
-    assert lines[0].startswith("knowlm kg2instruct") and "--holdout kg_gold.jsonl" in lines[0] and "--augment 20000 --augment-swap 0.5 --substitute 8" in lines[0]
+    assert lines[0].startswith("knowlm kg2instruct") and "--holdout kg_gold.jsonl" in lines[0] and "--augment 20000 --augment-swap 0.5 --substitute 32" in lines[0]
     assert "--input ie-work/kg2i/texts.jsonl --tokenizer llama-13b" in lines[1] and "--seq-len 512" in lines[1]
     assert "--config ie_tiny_pretrain --model llama-13b" in lines[2] and "--config ie_tiny_sft" in lines[3]
 

@@ -39,7 +39,7 @@ class Recipe:
 
     kg2instruct: dict = field(default_factory=lambda: {
         "styles": ["json"], "wording": "compact", "tasks": ["re", "ner"], "records": ["unit", "document"],
-        "names": "canonical", "entities": "arguments", "augment": 20000, "augment_swap": 0.5, "substitute": 8,
+        "names": "canonical", "entities": "arguments", "augment": 20000, "augment_swap": 0.5, "substitute": 32,
         "hard_negatives": True, "neg_ratio": 2.0, "keep_empty": True, "split_ratios": [0.9, 0.1, 0.0], "seed": 0,
     })
     vocab_size: int = 4000
