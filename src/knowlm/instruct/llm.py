@@ -62,7 +62,10 @@ class EndpointLLM:
     def __init__(self, api_base: str, api_key: str | None = None, model: str | None = None, mode: str = "chat",
                  concurrency: int = 4, max_retries: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
                  timeout: float = 300.0):
-        import openai
+        try:
+            import openai
+        except ImportError:
+            raise KnowlmError("--api-base needs the official openai client: pip install 'knowlm[serve]'") from None
 
         if mode not in MODES:
             raise KnowlmError(f"unknown API mode {mode!r}; choose chat or completion")
