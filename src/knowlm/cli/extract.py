@@ -23,7 +23,7 @@ def extract(
     lang: str = typer.Option("auto", help="Instruction language: auto (per text), zh or en."),
     wording: Optional[str] = typer.Option(None, help="Prompt wording: full (IEPile/KnowLM) or compact. Default: the model's knowlm.json, else full."),
     split_num: Optional[int] = typer.Option(None, help="Schema items per prompt (default NER 6, RE 4, EE 4; 0 = all in one)."),
-    constrained: bool = typer.Option(False, "--constrained/--free", help="Grammar-constrained JSON (xgrammar): keys exactly the schema items, every answer parses."),
+    constrained: bool = typer.Option(False, "--constrained/--free", help="Grammar-constrained JSON (xgrammar): only the schema items as keys, in order (the answer may close after any), every answer parses."),
     template: Optional[str] = typer.Option(None, help=f"Prompt template: {', '.join(TEMPLATES)}. Default: the adapter's or model's knowlm.json, else {DEFAULT_TEMPLATE}."),
     batch_size: int = typer.Option(16, help="Prompts decoded together."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Most tokens per answer (ie preset: 512)."),

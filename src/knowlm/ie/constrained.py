@@ -1,7 +1,7 @@
 """Schema-constrained decoding: the model can only write the answer object we asked for.
 
-For each schema batch we build a JSON Schema whose properties are exactly the schema items in
-order (nothing else allowed, none twice) with the right value shape per task, bounded in
+For each schema batch we build a JSON Schema whose properties are the schema items in order
+(the first required, nothing else allowed, none twice) with the right value shape per task, bounded in
 string length and array size so even a random model reaches the closing brace. xgrammar
 compiles it against the tokenizer (cached per tokenizer and schema) and a logits processor
 masks every token that would leave the grammar, one matcher per batch row, so a batch may mix
