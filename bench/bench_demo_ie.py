@@ -5,7 +5,7 @@ Both models come from the recipe (``knowlm.train.ie_recipe``): the baseline is t
 (tuned on KG2Instruction output). Both extract NER and RE from the 63 hand-annotated documents
 of ``kg_gold.jsonl`` that no training stage read, free and schema-constrained, strict match.
 Without ``--retrain`` the shipped checkpoints are measured and the training time is the one
-their manifest records; with ``--retrain`` the whole recipe runs here first (about 70 minutes on
+their manifest records; with ``--retrain`` the whole recipe runs here first (about an hour on
 2 CPU cores) and is timed.
 
 Prints P/R/F1 per measure and language, then ``demo_ie_relation_f1_gain: after - before``.

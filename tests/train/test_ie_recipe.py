@@ -12,7 +12,7 @@ from knowlm.train.config import PretrainConfig, SFTConfig as SFT, build_config
 
 def test_presets_are_the_recipe_and_take_overrides():
     pre = build_config(PretrainConfig, ie_recipe.PRETRAIN_PRESET, {"model": "m", "data": ["p"], "output": "o", "seq_len": 512})
-    assert (pre.method, pre.precision, pre.seq_len, pre.max_steps) == ("full", "bf16", 512, 1500)
+    assert (pre.method, pre.precision, pre.seq_len, pre.max_steps) == ("full", "bf16", 512, 3000)
     tune = build_config(SFT, ie_recipe.SFT_PRESET, {"model": "m", "data": ["d.jsonl"], "output": "o", "epochs": 1.0})
     assert (tune.method, tune.template, tune.epochs, tune.cutoff_len) == ("full", "raw", 1.0, 640)
 

@@ -12,7 +12,7 @@ from knowlm.cli._common import OVERWRITE, console
 
 def demo(
     workdir: Path = typer.Option(Path("demo-work"), help="Directory for every artefact, report.md and summary.json (a new or empty one, or one an earlier demo made)."),
-    retrain: bool = typer.Option(False, "--retrain", help="Run the whole IE recipe (pretraining + tuning, about 70 minutes on 2 CPU cores; extraction F1 on dev documents is logged while tuning) instead of loading the shipped checkpoints it produced."),
+    retrain: bool = typer.Option(False, "--retrain", help="Run the whole IE recipe (pretraining + tuning, about an hour on 2 CPU cores; extraction F1 on dev documents is logged while tuning) instead of loading the shipped checkpoints it produced."),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Run the whole pipeline on the bundled bilingual sample, on CPU, in a few minutes.
