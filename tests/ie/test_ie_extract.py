@@ -102,6 +102,26 @@ def test_constrained_answer_may_close_after_any_key_but_never_repeats_one(tiny_m
     assert not accepts('{"spouse": [], "child": []}')
 
 
+
+def test_grammar_processor_lets_back_a_valid_token_the_mask_dropped():
+    """xgrammar's mask drops ``tts`` after ``x`` here though its matcher accepts it (a rejected ``ts``
+    sorts right before it); the processor asks the matcher and lets it back in, and nothing the
+    grammar forbids gets through."""
+    torch = pytest.importorskip("torch")
+    xgr = pytest.importorskip("xgrammar")
+    from knowlm.ie.constrained import make_processor
+
+    vocab = ["</s>", "x", "y", "t", "s", "ts", "tts"]
+    info = xgr.TokenizerInfo(vocab, vocab_type=xgr.VocabType.RAW, stop_token_ids=[0])
+    grammar = xgr.GrammarCompiler(info).compile_grammar(xgr.Grammar.from_ebnf('root ::= "x" "tts" "y"'))
+    processor = make_processor([grammar])
+    first = processor(torch.tensor([[0]]), torch.zeros(1, len(vocab)))
+    assert torch.isfinite(first[0]).tolist() == [False, True, False, False, False, False, False]
+    likes = torch.tensor([[0.0, 0.0, 9.0, 1.0, 0.0, 5.0, 3.0]])  # y and ts (invalid) outrank tts
+    scores = processor(torch.tensor([[0, 1]]), likes.clone())
+    assert torch.isfinite(scores[0]).tolist() == [False, False, False, True, False, False, True]
+    assert int(scores.argmax()) == vocab.index("tts") and float(scores[0, 6]) == 3.0
+
 def _names_or_refuse(request):
     return "I cannot answer" if "Broken" in request["input"] else capitalised_names(request) + " trailing words"
 

@@ -22,6 +22,7 @@ from knowlm.ie.schema import Schema, make_schema
 
 SEPARATORS = (", ", ": ")  # json.dumps defaults: what gold_output writes and models are tuned on
 MAX_CACHED = 512  # compiled grammars kept
+RECHECK_TOP = 8  # the most likely tokens per step re-checked when xgrammar's mask drops them
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,17 @@ CACHE = GrammarCache()
 
 
 def make_processor(compiled: Sequence[Any]):
-    """A transformers logits processor masking each row of a batch with its own grammar."""
+    """A transformers logits processor masking each row of a batch with its own grammar.
+
+    xgrammar's token mask (0.2.8 and 0.2.9) can leave out a token its own matcher accepts: with the
+    vocabulary ``t s ts tts`` and the grammar ``"x" "tts" "y"``, ``tts`` is masked after ``x``
+    (the rejected ``ts`` before it in sorted order makes the mask skip it). The demo's tokenizer
+    loses ``member`` that way, and a tuned model that wanted to write the key ``"member of"``
+    was forced to spell it ``m``-``ember``… and wander into ``"member of sports team"``. So the
+    :data:`RECHECK_TOP` most likely tokens the mask removed are asked of the matcher itself, the
+    authority, and let back in when it accepts them: a greedy answer that fits the grammar is then
+    exactly the free answer.
+    """
     import torch
     import transformers
     import xgrammar as xgr
@@ -155,11 +166,24 @@ def make_processor(compiled: Sequence[Any]):
             for row, matcher in enumerate(self.matchers):
                 if not matcher.is_terminated():
                     matcher.fill_next_token_bitmask(self.bitmask, row)
-            if scores.device.type == "cpu":
-                xgr.apply_token_bitmask_inplace(scores, self.bitmask)
+            top_values, top_ids = scores.topk(min(RECHECK_TOP, scores.shape[-1]), dim=-1)
+            xgr.apply_token_bitmask_inplace(scores, self.bitmask if scores.device.type == "cpu" else self.bitmask.to(scores.device))
+            return self._readmit(scores, top_values, top_ids)
+
+        def _readmit(self, scores: torch.FloatTensor, top_values: torch.Tensor, top_ids: torch.Tensor) -> torch.FloatTensor:
+            """Give back the likely tokens the mask dropped that the matcher accepts (see above)."""
+            dropped = torch.isneginf(scores.gather(1, top_ids)) & ~torch.isneginf(top_values)
+            if not bool(dropped.any()):
                 return scores
-            xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device))
-            return scores
+            out = scores
+            for row, col in dropped.nonzero().tolist():
+                matcher, token = self.matchers[row], int(top_ids[row, col])
+                if token < self.vocab_size and not matcher.is_terminated() and matcher.accept_token(token):
+                    matcher.rollback(1)
+                    if out is scores:  # a copy: the serving engine's logits may be inference tensors
+                        out = scores.clone()
+                    out[row, token] = top_values[row, col]
+            return out
 
     return GrammarLogitsProcessor(compiled)
 
