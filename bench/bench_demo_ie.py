@@ -36,7 +36,7 @@ def main() -> None:
 
     import torch
 
-    from knowlm.demo_extract import evaluate_stage, held_out_gold, model_schema
+    from knowlm.demo_extract import evaluate_stage, held_out_gold, model_schema, scores_text
     from knowlm.models.manifest import read_manifest
     from knowlm.models.templates import resolve_ie_wording
     from knowlm.train import ie_recipe
@@ -61,12 +61,7 @@ def main() -> None:
         "after": evaluate_stage(work, tuned, "after", gold, schema),
         "after_constrained": evaluate_stage(work, tuned, "after-constrained", gold, schema, constrained=True),
     }
-    print(f"held-out documents: {len(gold)}")
-    for name, run in runs.items():
-        for part, scores in run["scores"].items():
-            cells = "  ".join(f"{m} P {s['precision']:.3f} R {s['recall']:.3f} F1 {s['f1']:.3f}" for m, s in scores.items())
-            print(f"{name:<18} {part:<4} {cells}")
-        print(f"{name:<18} parse failures {run['parse_failures']} of {run['prompts']} prompts, {run['seconds']:.1f} s")
+    print(scores_text(runs))
     print(f"training_seconds: {training_seconds}")
     gain = runs["after"]["scores"]["all"]["relation"]["f1"] - runs["before"]["scores"]["all"]["relation"]["f1"]
     print(f"demo_ie_entity_f1_gain: {runs['after']['scores']['all']['entity']['f1'] - runs['before']['scores']['all']['entity']['f1']:.3f}")

@@ -6,7 +6,7 @@ import json
 import pytest
 from scripted_generator import ScriptedGenerator
 
-from knowlm.demo_extract import evaluate_stage, examples, extraction_summary, held_out_gold, plot_extraction, scores_table
+from knowlm.demo_extract import evaluate_stage, examples, extraction_summary, held_out_gold, plot_extraction, scores_table, scores_text
 from knowlm.errors import KnowlmError
 
 GOLD = [
@@ -68,6 +68,10 @@ def test_evaluate_stage_scores_each_measure_and_language(tmp_path, scripted):
     png = plot_extraction(stages, tmp_path / "chart.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| after | en | 0.500 | 0.500 | 0.500 | 1.000 | 1.000 | 1.000 |" in scores_table(stages)
+    text = scores_text(stages).splitlines()  # what `knowlm demo` prints
+    assert text[0] == "held-out documents: 2 (strict match)" and len(text) == 1 + 3 * 4
+    assert text[6] == "after              en   entity P 0.500 R 0.500 F1 0.500  relation P 1.000 R 1.000 F1 1.000"
+    assert text[8].startswith("after              parse failures 1 of 4 prompts, ")
     picked = examples(GOLD, preds)
     assert [e["id"] for e in picked] == ["en-1", "zh-1"]
     assert picked[0]["predicted"] == [{"triple": ["Marie Curie", "place of birth", "Warsaw"], "correct": True}] and picked[0]["missed"] == []

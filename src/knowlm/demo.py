@@ -178,7 +178,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
     import torch
 
     from knowlm import edit, instruct, serve, train, weights
-    from knowlm.demo_extract import evaluate_stage, held_out_gold, model_schema
+    from knowlm.demo_extract import evaluate_stage, held_out_gold, model_schema, scores_text
     from knowlm.models.templates import resolve_ie_wording
     from knowlm.train import ie_recipe
 
@@ -205,6 +205,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print, retrain: bool =
                                         lambda: evaluate_stage(workdir, tuned, "ie-after-constrained", gold, schema, constrained=True), echo),
     }
     comparison = report.run("held-out extraction: before vs after tuning", lambda: stage_comparison(workdir, gold, stages), echo)
+    echo(scores_text(stages))
     lora = report.run("LoRA instruction tuning (the 13B path, a few steps)", lambda: train.demo_stage_sft(workdir, pretrained, kg_dir / "train.jsonl", steps=30), echo)
     report.run("merge LoRA + export GGUF", lambda: weights.demo_stage(workdir, pretrained, lora["output"]), echo)
     report.run("run example cases", lambda: stage_cases(tuned, workdir), echo)

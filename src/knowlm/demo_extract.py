@@ -167,6 +167,17 @@ def examples_markdown(items: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scores_text(stages: dict[str, dict]) -> str:
+    """Plain text for a terminal: per stage and language, P/R/F1 per measure, then parse failures."""
+    lines = [f"held-out documents: {next(iter(stages.values()))['documents']} (strict match)"]
+    for name, stage in stages.items():
+        for part, scores in stage["scores"].items():
+            cells = "  ".join(f"{m} P {scores[m]['precision']:.3f} R {scores[m]['recall']:.3f} F1 {scores[m]['f1']:.3f}" for m in MEASURES)
+            lines.append(f"{name:<18} {part:<4} {cells}")
+        lines.append(f"{name:<18} parse failures {stage['parse_failures']} of {stage['prompts']} prompts, {stage['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
 def scores_table(stages: dict[str, dict]) -> str:
     """Markdown: one row per stage and language, P/R/F1 per measure."""
     head = "| stage | language | " + " | ".join(f"{m} P | {m} R | {m} F1" for m in MEASURES) + " | parse failures |"
